@@ -1,0 +1,5 @@
+import sys
+
+from merging_core.cli import main
+
+sys.exit(main())

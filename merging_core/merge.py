@@ -1,0 +1,191 @@
+"""Orchestration: ``merge(adapter_set, method, **params) -> MergeResult`` and the result type.
+
+A merged module is kept as exact LoRA factors whenever the method's maths allows it (sums,
+concatenations, SVD-based methods) and as a dense ΔW only for element-wise methods (TIES, DARE).
+All tensors are in the *linear* layout ``(d_out, d_in)``; ``transposed`` restores the base layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from merging_core.adapters import AdapterSet, LoraModule
+from merging_core.factors import LowRankSVD, frobenius_norm, svd_of_product
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class MergedModule:
+    """One module's merged update: exact factors, or a dense ΔW for element-wise methods.
+
+    Attributes:
+        factors: ``LoraModule`` with ``B (d_out, k)``, ``A (k, d_in)``; None when dense.
+        dense: ``(d_out, d_in)`` float32 ΔW in the linear layout; None when factored.
+        transposed: the base weight's layout is ``(d_in, d_out)`` (see ``LoraModule``).
+    """
+
+    factors: LoraModule | None = None
+    dense: torch.Tensor | None = None
+    transposed: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.factors is None) == (self.dense is None):
+            raise ValueError("a MergedModule holds exactly one of factors or dense")
+
+    @classmethod
+    def from_factors(cls, like: LoraModule, B: torch.Tensor, A: torch.Tensor) -> MergedModule:
+        return cls(factors=like.with_factors(B, A), transposed=like.transposed)
+
+    @classmethod
+    def from_dense(cls, like: LoraModule, dense: torch.Tensor) -> MergedModule:
+        return cls(dense=dense, transposed=like.transposed)
+
+    @property
+    def is_factored(self) -> bool:
+        return self.factors is not None
+
+    def linear_delta(self) -> torch.Tensor:
+        """Dense ΔW in the linear layout ``(d_out, d_in)``."""
+        if self.factors is not None:
+            return self.factors.B.float() @ self.factors.A.float()
+        return self.dense
+
+    def delta(self) -> torch.Tensor:
+        """Dense ΔW in the base weight's layout (what ``Adapter.delta`` returns)."""
+        dw = self.linear_delta()
+        return dw.T.contiguous() if self.transposed else dw
+
+    def svd(self) -> LowRankSVD:
+        """Thin SVD of the update: factored route when exact factors exist, dense otherwise."""
+        if self.factors is not None:
+            return svd_of_product(self.factors.B, self.factors.A).drop_zeros()
+        U, S, Vh = torch.linalg.svd(self.dense.double(), full_matrices=False)
+        return LowRankSVD(U.float(), S.float(), Vh.T.float()).drop_zeros()
+
+    def norm(self) -> float:
+        if self.factors is not None:
+            return frobenius_norm(self.factors.B, self.factors.A)
+        return float(torch.linalg.matrix_norm(self.dense.double()))
+
+    def rank_bound(self) -> int:
+        """Stored rank for factored results; the numerical rank for dense ones."""
+        if self.factors is not None:
+            return self.factors.rank
+        return int(torch.linalg.matrix_rank(self.dense.double()))
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """The output of a merge.
+
+    Attributes:
+        method: registered method id. params: validated parameters. seed: generator seed.
+        adapter_names: inputs in task order. modules: module path -> merged update.
+        diagnostics: free-form, JSON-able numbers (per-method extras, e.g. TARA's φ and losses).
+        extras: non-JSON payload kept for views (e.g. tensors of learned coefficients).
+    """
+
+    method: str
+    params: Mapping[str, Any]
+    adapter_names: tuple[str, ...]
+    modules: Mapping[str, MergedModule]
+    seed: int = 0
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def delta(self, module: str) -> torch.Tensor:
+        """Dense merged ΔW of ``module`` in the base weight's shape and layout."""
+        try:
+            return self.modules[module].delta()
+        except KeyError:
+            raise KeyError(f"merge result has no module {module!r}") from None
+
+    def deltas(self) -> dict[str, torch.Tensor]:
+        """All modules' dense ΔW in base layout (for evaluation on small models)."""
+        return {name: m.delta() for name, m in self.modules.items()}
+
+    def module_summary(self) -> list[dict[str, Any]]:
+        """Per-module rank and Frobenius norm (JSON-able)."""
+        return [
+            {"module": n, "factored": m.is_factored, "rank": m.rank_bound(), "norm": m.norm()}
+            for n, m in self.modules.items()
+        ]
+
+
+def merge(
+    adapter_set: AdapterSet,
+    method: str,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+    context: Any = None,
+    **params: Any,
+) -> MergeResult:
+    """Merge ``adapter_set`` with the registered ``method``.
+
+    Args:
+        adapter_set: aligned adapters (task order = set order).
+        method: a registered id (see :func:`merging_core.methods.available_methods`).
+        seed: seeds the ``torch.Generator`` handed to stochastic methods.
+        progress: optional ``callback(fraction, message)``.
+        context: data for data-driven methods (a bundle's merge context); None for data-free.
+        **params: method parameters; validated against the method's spec.
+
+    Raises:
+        KeyError: unknown method. ValueError: bad parameters, or a data-driven method without
+            ``context``.
+    """
+    from merging_core.methods import get_method  # registers all methods on first import
+
+    info = get_method(method)
+    checked = info.validate_params(params)
+    if info.needs_data and context is None:
+        raise ValueError(
+            f"method {method!r} learns from unlabeled task data; pass a bundle context "
+            "(e.g. the vision8 sample bundle)"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    kwargs: dict[str, Any] = dict(checked, generator=generator, progress=progress)
+    if info.needs_data:
+        kwargs["context"] = context
+    result = info.fn(adapter_set, **kwargs)
+    if not isinstance(result, MergeResult):
+        raise TypeError(f"method {method!r} returned {type(result).__name__}, not MergeResult")
+    return MergeResult(
+        method=info.name,
+        params=checked,
+        adapter_names=tuple(adapter_set.names),
+        modules=result.modules,
+        seed=int(seed),
+        diagnostics=result.diagnostics,
+        extras=result.extras,
+    )
+
+
+def result_from_modules(
+    adapter_set: AdapterSet,
+    modules: Mapping[str, MergedModule],
+    *,
+    diagnostics: Mapping[str, Any] | None = None,
+    extras: Mapping[str, Any] | None = None,
+) -> MergeResult:
+    """What a method function returns; :func:`merge` fills in method, params and seed."""
+    return MergeResult(
+        method="",
+        params={},
+        adapter_names=tuple(adapter_set.names),
+        modules=dict(modules),
+        diagnostics=dict(diagnostics or {}),
+        extras=dict(extras or {}),
+    )
+
+
+def report_progress(progress: Progress | None, fraction: float, message: str) -> None:
+    """Call ``progress`` if given (keeps method bodies free of ``if progress`` checks)."""
+    if progress is not None:
+        progress(float(fraction), message)
