@@ -221,7 +221,9 @@ class AdapterSet:
         """The adapters at ``indices`` (in that order) as a new set."""
         for i in indices:
             if not 0 <= i < len(self.adapters):
-                raise ValueError(f"adapter index {i} out of range for {len(self.adapters)} adapters")
+                raise ValueError(
+                    f"adapter index {i} out of range for {len(self.adapters)} adapters"
+                )
         return AdapterSet.from_adapters([self.adapters[i] for i in indices])
 
     def layer_of(self, module: str) -> str:
@@ -230,7 +232,7 @@ class AdapterSet:
 
 
 def layer_key(module: str) -> str:
-    """``"encoder.blocks.3.attn.q_proj"`` -> ``"encoder.blocks.3"``; no number -> the parent path."""
+    """`"blocks.3.attn.q_proj"` -> `"blocks.3"`; without a number: the parent path."""
     parts = module.split(".")
     idx = [i for i, p in enumerate(parts) if p.isdigit()]
     if idx:
@@ -250,7 +252,7 @@ def _common_modules(adapters: tuple[Adapter, ...]) -> tuple[list[str], list[str]
     first = adapters[0]
     issues: list[str] = []
     common: list[str] = []
-    for name, mod in first.modules.items():
+    for name in first.modules:
         missing = [a.name for a in adapters if name not in a.modules]
         if missing:
             continue

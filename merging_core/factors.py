@@ -160,14 +160,18 @@ def svd_of_concat(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor]) -> Con
     _check_factor_lists(Bs, As)
     B_cat = torch.cat([B.to(CORE_DTYPE) for B in Bs], dim=1)  # (m, R)
     Qb, Rb = torch.linalg.qr(B_cat)  # (m, kb), (kb, R)
-    qs, rs = zip(*(torch.linalg.qr(A.to(CORE_DTYPE).T) for A in As), strict=True)  # (n, k_t), (k_t, r_t)
+    qs, rs = zip(
+        *(torch.linalg.qr(A.to(CORE_DTYPE).T) for A in As), strict=True
+    )  # (n, k_t), (k_t, r_t)
     core = Rb @ torch.block_diag(*rs).T  # (kb, R) @ (R, Σk_t) -> (kb, Σk_t)
     Uc, S, Vch = torch.linalg.svd(core, full_matrices=False)
     U = (Qb @ Uc).float()  # (m, k)
     blocks, start = [], 0
     for q in qs:
         width = q.shape[1]
-        blocks.append((q @ Vch[:, start : start + width].T).float())  # (n, k_t) @ (k_t, k) -> (n, k)
+        blocks.append(
+            (q @ Vch[:, start : start + width].T).float()
+        )  # (n, k_t) @ (k_t, k) -> (n, k)
         start += width
     return ConcatSVD(U=U, S=S.float(), V_blocks=tuple(blocks))
 

@@ -65,7 +65,9 @@ class MergedModule:
         if self.factors is not None:
             return svd_of_product(self.factors.B, self.factors.A).drop_zeros()
         U, S, Vh = torch.linalg.svd(self.dense.double(), full_matrices=False)
-        return LowRankSVD(U.float(), S.float(), Vh.T.float()).drop_zeros()
+        # A float32 ΔW carries rounding noise ~eps·max(m, n) relative to σ_max: treat it as zero.
+        noise = max(self.dense.shape) * torch.finfo(torch.float32).eps
+        return LowRankSVD(U.float(), S.float(), Vh.T.float()).drop_zeros(rtol=noise)
 
     def norm(self) -> float:
         if self.factors is not None:
@@ -76,7 +78,7 @@ class MergedModule:
         """Stored rank for factored results; the numerical rank for dense ones."""
         if self.factors is not None:
             return self.factors.rank
-        return int(torch.linalg.matrix_rank(self.dense.double()))
+        return self.svd().rank
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("inspect", "geometry", "methods", "merge", "evaluate", "tara", "tradeoff", "sensitivity")
+COMMANDS = (
+    "inspect",
+    "geometry",
+    "methods",
+    "merge",
+    "evaluate",
+    "tara",
+    "tradeoff",
+    "sensitivity",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

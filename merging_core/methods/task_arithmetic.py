@@ -15,7 +15,13 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import stack_factors
-from merging_core.merge import MergedModule, MergeResult, Progress, report_progress, result_from_modules
+from merging_core.merge import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    report_progress,
+    result_from_modules,
+)
 from merging_core.methods.registry import Param, register_method
 
 
@@ -34,10 +40,23 @@ def adapter_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     reference_url="https://arxiv.org/abs/2212.04089",
     space="factors",
     params=(
-        Param("scaling", "float", 0.4, low=-2.0, high=4.0, step=0.05,
-              help="λ: global scale of the summed task updates (0.3–0.5 is typical for 8 tasks)."),
-        Param("weights", "weights", None, low=-4.0, high=4.0,
-              help="Optional per-adapter weights w_t (default: all 1)."),
+        Param(
+            "scaling",
+            "float",
+            0.4,
+            low=-2.0,
+            high=4.0,
+            step=0.05,
+            help="λ: global scale of the summed task updates (0.3–0.5 is typical for 8 tasks).",
+        ),
+        Param(
+            "weights",
+            "weights",
+            None,
+            low=-4.0,
+            high=4.0,
+            help="Optional per-adapter weights w_t (default: all 1).",
+        ),
     ),
 )
 def task_arithmetic(
