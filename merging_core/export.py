@@ -1,0 +1,354 @@
+"""Export a :class:`MergeResult` as a PEFT LoRA adapter at a chosen rank, with a model card.
+
+Space: ΔW. Each merged module is truncated by its own SVD (Eckart–Young), so the exported
+adapter is the best rank-``k`` approximation of the merged update and the answer does not depend
+on how the factors were written (``(B·M, M⁻¹·A)`` exports like ``(B, A)``). Factored results take
+the exact factor-space SVD (QR of both factors + SVD of the small core, never an ``m × n``
+matrix); dense results (element-wise methods such as TIES, DARE) take a float32 dense SVD, one
+module at a time. Scale is folded into ``B`` (``lora_alpha = r``, runtime scaling 1), and both
+factors carry ``sqrt(σ)`` (balanced), which keeps half-precision casts well conditioned.
+
+Also here: :func:`merge_diagnostics`, the per-module rank / norm / retained-energy table of a
+result at a given rank (what the export will keep), for views that show it before exporting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from merging_core.adapters import LoraModule
+from merging_core.factors import LowRankSVD, svd_of_product
+from merging_core.merge import MergedModule, MergeResult, Progress, report_progress
+
+DENSE_RANK_CAP = 64
+"""Rank used for *dense* merged modules when ``rank=None``: element-wise merges (TIES, DARE) are
+full rank, and an "exact" export of a 4096 × 4096 update would be a full dense matrix in
+disguise. 64 keeps a LLaMA-size module at ~3 % of its dense size; the report says what it cost."""
+
+EXACT_RTOL = 1e-10
+"""Singular values below ``EXACT_RTOL · σ_max`` of a factored result count as zero for the
+exact-rank export (the float64 core puts true zeros around 1e-16)."""
+
+
+@dataclass(frozen=True)
+class ModuleExport:
+    """How one module was exported.
+
+    Attributes:
+        module: module path. shape: ΔW shape in the base weight's layout.
+        factored: the merged module had exact factors (else dense, element-wise method).
+        exact_rank: numerical rank of the merged ΔW (for dense ones: σ above float32 noise).
+        rank: rank written to the adapter.
+        norm: ``‖ΔW‖_F`` of the merged update.
+        retained_energy: ``Σ_{i<rank} σ_i² / Σ σ_i²`` (1.0 for a zero update).
+        rel_error: ``‖ΔW − ΔW_k‖_F / ‖ΔW‖_F = sqrt(Σ_{i≥rank} σ_i²) / ‖ΔW‖_F`` (0 for zero).
+    """
+
+    module: str
+    shape: tuple[int, int]
+    factored: bool
+    exact_rank: int
+    rank: int
+    norm: float
+    retained_energy: float
+    rel_error: float
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_merge` wrote and what the truncation cost.
+
+    Attributes:
+        path: the adapter directory. requested_rank: the ``rank`` argument (None = exact).
+        modules: per-module rows, in result order. num_params: LoRA parameters written.
+    """
+
+    path: Path
+    requested_rank: int | None
+    modules: tuple[ModuleExport, ...]
+    num_params: int
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((m.rel_error for m in self.modules), default=0.0)
+
+    @property
+    def min_retained_energy(self) -> float:
+        return min((m.retained_energy for m in self.modules), default=1.0)
+
+    @property
+    def max_rank(self) -> int:
+        return max((m.rank for m in self.modules), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary plus every module row."""
+        return {
+            "path": str(self.path),
+            "requested_rank": self.requested_rank,
+            "max_rank": self.max_rank,
+            "num_params": self.num_params,
+            "max_rel_error": self.max_rel_error,
+            "min_retained_energy": self.min_retained_energy,
+            "modules": [asdict(m) for m in self.modules],
+        }
+
+
+def full_spectrum(merged: MergedModule) -> LowRankSVD:
+    """Thin SVD of a merged module in the linear layout, zeros kept.
+
+    Factored: ``svd_of_product(B, A)`` (``(m, k)``, ``(k,)``, ``(n, k)``, ``k = min(r, m, n)``).
+    Dense: float32 ``torch.linalg.svd`` of the ``(m, n)`` ΔW.
+    """
+    if merged.factors is not None:
+        return svd_of_product(merged.factors.B, merged.factors.A)
+    U, S, Vh = torch.linalg.svd(merged.dense.float(), full_matrices=False)
+    return LowRankSVD(U, S, Vh.T)
+
+
+def numerical_rank(S: torch.Tensor, *, factored: bool, shape: tuple[int, int]) -> int:
+    """Count of singular values above the noise floor (``S`` descending).
+
+    Factored: ``σ > EXACT_RTOL · σ_max``. Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
+    """
+    if S.numel() == 0 or float(S[0]) == 0.0:
+        return 0
+    rtol = EXACT_RTOL if factored else max(shape) * torch.finfo(torch.float32).eps
+    return int((S > rtol * S[0]).sum())
+
+
+def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:
+    """Rank to write: ``min(rank, exact_rank)``; ``rank=None`` means the exact rank, capped at
+    :data:`DENSE_RANK_CAP` for dense results. Never 0 (PEFT needs ``r ≥ 1``; a zero update is
+    written as one zero direction).
+    """
+    if rank is None:
+        k = exact_rank if factored else min(exact_rank, DENSE_RANK_CAP)
+    else:
+        k = min(rank, exact_rank)
+    return max(k, 1)
+
+
+def truncation_stats(S: torch.Tensor, k: int) -> tuple[float, float, float]:
+    """``(norm, retained_energy, rel_error)`` of keeping the first ``k`` of ``S`` (float64)."""
+    s2 = S.double() ** 2
+    total = float(s2.sum())
+    if total == 0.0:
+        return 0.0, 1.0, 0.0
+    tail = float(s2[k:].sum())
+    return math.sqrt(total), (total - tail) / total, math.sqrt(tail / total)
+
+
+def merge_diagnostics(result: MergeResult, *, rank: int | None = None) -> list[dict[str, Any]]:
+    """Per module: exact rank, ``‖ΔW‖_F``, and the energy / error an export at ``rank`` keeps.
+
+    Space: ΔW (via each module's SVD; factored modules never go dense).
+
+    Returns:
+        JSON-able rows ``{"module", "shape", "factored", "exact_rank", "rank", "norm",
+        "retained_energy", "rel_error"}``.
+    """
+    _check_rank(rank)
+    return [asdict(_plan_module(name, m, rank)[0]) for name, m in result.modules.items()]
+
+
+def export_merge(
+    result: MergeResult,
+    path: str | Path,
+    *,
+    rank: int | None = None,
+    base_model: str = "",
+    overwrite: bool = False,
+    recipe: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Write ``result`` as a PEFT LoRA adapter directory truncated to ``rank``.
+
+    The directory gets ``adapter_config.json`` + ``adapter_model.safetensors`` (via
+    :func:`merging_core.io.save_adapter`), ``recipe.json`` and a ``README.md`` model card, all in
+    one atomic write. Load it with ``PeftModel.from_pretrained(base, path)``.
+
+    Args:
+        result: a merge result (factored or dense modules).
+        path: target directory.
+        rank: rank per module; ``None`` = the exact numerical rank of each module (dense
+            modules capped at :data:`DENSE_RANK_CAP`). Modules whose exact rank is lower keep
+            their exact rank.
+        base_model: written as ``base_model_name_or_path``.
+        overwrite: replace an existing ``path``; otherwise an existing path is an error.
+        recipe: recipe dict (see :mod:`merging_core.recipe`); None writes one that records the
+            method, parameters and input names but cannot be replayed.
+        progress: optional ``callback(fraction, message)``.
+
+    Returns:
+        The :class:`ExportReport` (per-module rank, retained energy, relative error).
+
+    Raises:
+        ValueError: bad ``rank``, an empty result, an existing ``path`` without ``overwrite``,
+            or a recipe whose rank or method disagrees with this export.
+    """
+    from merging_core import io
+    from merging_core.recipe import recipe_for_export, recipe_to_json
+
+    _check_rank(rank)
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise ValueError(f"export path {str(target)!r} already exists; pass overwrite=True")
+    if not result.modules:
+        raise ValueError(f"merge result of {result.method!r} has no modules to export")
+    rows, factors = _truncate_all(result, rank, progress)
+    report = ExportReport(
+        path=target,
+        requested_rank=rank,
+        modules=tuple(rows),
+        num_params=sum(f.A.numel() + f.B.numel() for f in factors.values()),
+    )
+    full_recipe = recipe_for_export(result, recipe, rank=rank, base_model=base_model)
+    extra = {
+        "recipe.json": recipe_to_json(full_recipe),
+        "README.md": model_card(report, full_recipe),
+    }
+    report_progress(progress, 1.0, f"writing {target}")
+    written = io.save_adapter(
+        target,
+        factors,
+        base_model=base_model,
+        overwrite=overwrite,
+        extra_files=extra,
+        metadata={"merge_method": result.method},
+    )
+    return ExportReport(Path(written), rank, report.modules, report.num_params)
+
+
+def _check_rank(rank: int | None) -> None:
+    if rank is None:
+        return
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive integer or None, got {rank!r}")
+
+
+def _truncate_all(
+    result: MergeResult, rank: int | None, progress: Progress | None
+) -> tuple[list[ModuleExport], dict[str, LoraModule]]:
+    """Stream the modules: SVD, truncate, keep only the small factors."""
+    rows: list[ModuleExport] = []
+    factors: dict[str, LoraModule] = {}
+    count = len(result.modules)
+    for i, (name, merged) in enumerate(result.modules.items()):
+        row, module = _plan_module(name, merged, rank, keep_factors=True)
+        rows.append(row)
+        factors[name] = module
+        report_progress(progress, 0.95 * (i + 1) / count, f"truncating {name}")
+    return rows, factors
+
+
+def _plan_module(
+    name: str, merged: MergedModule, rank: int | None, *, keep_factors: bool = False
+) -> tuple[ModuleExport, LoraModule | None]:
+    """One module's SVD, rank choice, statistics and (optionally) balanced rank-k factors."""
+    svd = full_spectrum(merged)
+    m, n = svd.U.shape[0], svd.V.shape[0]
+    shape = (n, m) if merged.transposed else (m, n)
+    exact = numerical_rank(svd.S, factored=merged.is_factored, shape=(m, n))
+    k = choose_rank(exact, rank=rank, factored=merged.is_factored)
+    norm, retained, error = truncation_stats(svd.S, min(k, exact))
+    row = ModuleExport(name, shape, merged.is_factored, exact, k, norm, retained, error)
+    if not keep_factors:
+        return row, None
+    return row, _rank_k_module(svd, k, exact, merged)
+
+
+def _rank_k_module(svd: LowRankSVD, k: int, exact: int, merged: MergedModule) -> LoraModule:
+    """Balanced ``B = U_k sqrt(S_k)`` ``(m, k)``, ``A = sqrt(S_k) V_kᵀ`` ``(k, n)``, float32.
+
+    Directions beyond ``exact`` (only when the update is zero) are written as zeros.
+    """
+    kept = min(k, exact)
+    root = svd.S[:kept].float().sqrt()
+    B = torch.zeros(svd.U.shape[0], k)
+    A = torch.zeros(k, svd.V.shape[0])
+    B[:, :kept] = svd.U[:, :kept].float() * root  # (m, kept) * (kept,)
+    A[:kept] = (svd.V[:, :kept].float() * root).T  # (kept, n)
+    kind = merged.factors.kind if merged.factors is not None else "linear"
+    return LoraModule(B=B.contiguous(), A=A.contiguous(), kind=kind, transposed=merged.transposed)
+
+
+def model_card(report: ExportReport, recipe: Mapping[str, Any]) -> str:
+    """README.md text: method, parameters, inputs with SHA-256, error summary, how to load."""
+    from merging_core.methods import get_method
+
+    lines = [
+        f"# Merged LoRA adapter: {get_method(recipe['method']).pretty_name}",
+        "",
+        "Written by LoRA Merge Lab (`merging_core`). Scale is folded into the weights",
+        "(`lora_alpha = r`, runtime scaling 1).",
+        "",
+        "## Merge",
+        "",
+        f"- method: `{recipe['method']}`",
+        f"- parameters: `{json.dumps(recipe.get('params', {}), sort_keys=True)}`",
+        f"- seed: {recipe.get('seed', 0)}",
+        f"- export rank: {_rank_words(report.requested_rank)}",
+        f"- base model: {recipe.get('base_model') or '(not recorded)'}",
+        "",
+        "## Inputs",
+        "",
+        "| # | adapter | path | SHA-256 of weights |",
+        "|---|---|---|---|",
+    ]
+    for i, item in enumerate(recipe.get("inputs", [])):
+        path, sha = item.get("path") or "(in memory)", item.get("sha256") or "(none)"
+        lines.append(f"| {i} | {item.get('name', '')} | `{path}` | `{sha}` |")
+    return "\n".join(lines + [""] + _error_section(report) + [""] + _load_section()) + "\n"
+
+
+def _rank_words(rank: int | None) -> str:
+    if rank is None:
+        return f"exact (numerical rank per module; dense modules capped at {DENSE_RANK_CAP})"
+    return f"{rank} (modules of lower exact rank keep their exact rank)"
+
+
+def _error_section(report: ExportReport, worst: int = 10) -> list[str]:
+    mods = report.modules
+    mean_err = sum(m.rel_error for m in mods) / len(mods)
+    lines = [
+        "## Truncation error",
+        "",
+        f"{len(mods)} modules, ranks {min(m.rank for m in mods)}–{report.max_rank}, "
+        f"{report.num_params:,} LoRA parameters.",
+        f"Relative Frobenius error ‖ΔW − ΔW_k‖/‖ΔW‖: max {report.max_rel_error:.3e}, "
+        f"mean {mean_err:.3e}; retained energy min {report.min_retained_energy:.6f}.",
+        "",
+        f"Worst {min(worst, len(mods))} modules:",
+        "",
+        "| module | shape | exact rank | rank | retained energy | rel. error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in sorted(mods, key=lambda m: -m.rel_error)[:worst]:
+        lines.append(
+            f"| {m.module} | {m.shape[0]}×{m.shape[1]} | {m.exact_rank} | {m.rank} | "
+            f"{m.retained_energy:.6f} | {m.rel_error:.3e} |"
+        )
+    return lines
+
+
+def _load_section() -> list[str]:
+    return [
+        "## Load with PEFT",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM  # or the base model's own class",
+        "",
+        "base = AutoModelForCausalLM.from_pretrained(BASE_MODEL)",
+        'model = PeftModel.from_pretrained(base, "path/to/this/folder")',
+        "```",
+        "",
+        "Replay the merge bit for bit: `merge-lab merge --recipe recipe.json --out OUT`.",
+    ]
