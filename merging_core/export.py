@@ -112,15 +112,22 @@ def full_spectrum(merged: MergedModule) -> LowRankSVD:
     return LowRankSVD(U, S, Vh.T)
 
 
-def numerical_rank(S: torch.Tensor, *, factored: bool, shape: tuple[int, int]) -> int:
-    """Count of singular values above the noise floor (``S`` descending).
+def numerical_rank(merged: MergedModule, S: torch.Tensor) -> int:
+    """Count of singular values (``S`` descending) above the noise floor of ``merged``.
 
-    Factored: ``σ > EXACT_RTOL · σ_max``. Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
+    Factored: ``σ > EXACT_RTOL · σ_max + r · eps64 · ‖B‖_F ‖A‖_F`` (the second term is the
+    float64 rounding of the core, so exact cancellations such as ``w`` and ``−w`` give rank 0).
+    Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
     """
     if S.numel() == 0 or float(S[0]) == 0.0:
         return 0
-    rtol = EXACT_RTOL if factored else max(shape) * torch.finfo(torch.float32).eps
-    return int((S > rtol * S[0]).sum())
+    if merged.factors is not None:
+        B, A = merged.factors.B.double(), merged.factors.A.double()
+        floor = B.shape[1] * torch.finfo(torch.float64).eps * float(B.norm() * A.norm())
+        tol = EXACT_RTOL * float(S[0]) + floor
+    else:
+        tol = max(merged.dense.shape) * torch.finfo(torch.float32).eps * float(S[0])
+    return int((S > tol).sum())
 
 
 def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:
@@ -136,11 +143,14 @@ def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:
 
 
 def truncation_stats(S: torch.Tensor, k: int) -> tuple[float, float, float]:
-    """``(norm, retained_energy, rel_error)`` of keeping the first ``k`` of ``S`` (float64)."""
+    """``(norm, retained_energy, rel_error)`` of keeping the first ``k`` of ``S`` (float64).
+
+    ``k = 0`` means the update is numerically zero: nothing is lost (retained 1, error 0).
+    """
     s2 = S.double() ** 2
     total = float(s2.sum())
-    if total == 0.0:
-        return 0.0, 1.0, 0.0
+    if total == 0.0 or k == 0:
+        return total**0.5, 1.0, 0.0
     tail = float(s2[k:].sum())
     return math.sqrt(total), (total - tail) / total, math.sqrt(tail / total)
 
@@ -255,7 +265,7 @@ def _plan_module(
     svd = full_spectrum(merged)
     m, n = svd.U.shape[0], svd.V.shape[0]
     shape = (n, m) if merged.transposed else (m, n)
-    exact = numerical_rank(svd.S, factored=merged.is_factored, shape=(m, n))
+    exact = numerical_rank(merged, svd.S)
     k = choose_rank(exact, rank=rank, factored=merged.is_factored)
     norm, retained, error = truncation_stats(svd.S, min(k, exact))
     row = ModuleExport(name, shape, merged.is_factored, exact, k, norm, retained, error)
