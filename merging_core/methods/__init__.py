@@ -1,6 +1,10 @@
 """Merge methods: importing this package registers every method (one import line per method)."""
 
 from merging_core.methods import task_arithmetic  # noqa: F401
+from merging_core.methods import ties  # noqa: F401
+from merging_core.methods import dare  # noqa: F401
+from merging_core.methods import cat  # noqa: F401
+from merging_core.methods import knots  # noqa: F401
 from merging_core.methods.registry import (
     MethodInfo,
     Param,

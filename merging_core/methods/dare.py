@@ -1,0 +1,173 @@
+"""DARE (Yu et al., ICML 2024): drop each ΔW entry with probability p, rescale by 1/(1-p), merge.
+
+Space: ΔW, element-wise. Each ΔW_t = B_t A_t ``(d_out, d_in)`` is formed one module at a time, a
+Bernoulli keep-mask is drawn for it, and the dropped-and-rescaled deltas are merged with Task
+Arithmetic (``variant="linear"``, DARE-TA) or TIES (``variant="ties"``, DARE-TIES). The result
+is a dense ``MergedModule``; it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for
+the same seed.
+
+Randomness: one seed per (module, task) is drawn from the caller's generator before anything
+else, and each mask uses its own generator seeded with it. The masks therefore do not depend on
+the order in which modules are visited, and the global TIES trim can re-form the same dropped
+deltas in each of its passes. ``drop_rate = 0`` draws nothing and equals TA / TIES exactly.
+
+Conventions versus other implementations (methods.md §5): DARE-TIES here is DARE followed by
+the full TIES of :mod:`merging_core.methods.ties`; ``density = 1`` (the default) skips the trim,
+as PEFT's and mergekit's ``dare_ties`` and KnOTS's configs do, and ``density = 0.2`` gives
+MergeLM's variant. The rescale is 1/(1-p) (not mergekit's L1-norm matching).
+
+Reference: https://arxiv.org/abs/2311.03099
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from merging_core.adapters import AdapterSet
+from merging_core.merge import MergeResult, Progress, report_progress
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.sparsify import SignMethod, drop_and_rescale
+from merging_core.methods.task_arithmetic import adapter_weights
+from merging_core.methods.ties import (
+    SCALING,
+    SIGN_METHOD,
+    THRESHOLD,
+    WEIGHTS,
+    TaskTensor,
+    check_choice,
+    dense_result,
+    linear_delta,
+    ties_merge_parts,
+)
+
+VARIANTS = ("linear", "ties")
+DROP_RATE = Param(
+    "drop_rate",
+    "float",
+    0.9,
+    low=0.0,
+    high=0.99,
+    step=0.01,
+    help="p: probability of dropping each entry (0.9 typical for LLM deltas; KnOTS used 0.1–0.2).",
+)
+
+
+def mask_seeds(
+    generator: torch.Generator | None, num_parts: int, num_tasks: int
+) -> list[list[int]]:
+    """One seed per (part, task), ``num_parts × num_tasks``, drawn from ``generator``."""
+    seeds = torch.randint(0, 2**62, (num_parts, num_tasks), generator=generator)
+    return seeds.tolist()
+
+
+def dropped_tensors(
+    task_tensor: TaskTensor, seeds: list[list[int]], drop_rate: float
+) -> TaskTensor:
+    """Wrap ``task_tensor`` so each (part, task) tensor is dropped-and-rescaled reproducibly."""
+
+    def dropped(i: int, t: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seeds[i][t])
+        return drop_and_rescale(task_tensor(i, t), drop_rate=drop_rate, generator=gen)
+
+    return dropped
+
+
+def weighted_sum_parts(
+    task_tensor: TaskTensor,
+    *,
+    num_parts: int,
+    weights: Sequence[float],
+    scaling: float,
+    progress: Progress | None = None,
+) -> list[torch.Tensor]:
+    """``λ Σ_t w_t τ_t`` for every part (Task Arithmetic on served tensors)."""
+    merged = []
+    for i in range(num_parts):
+        total = sum(w * task_tensor(i, t) for t, w in enumerate(weights))
+        merged.append(scaling * total)
+        report_progress(progress, (i + 1) / num_parts, f"summing part {i + 1}/{num_parts}")
+    return merged
+
+
+@register_method(
+    name="dare",
+    pretty_name="DARE (drop and rescale)",
+    reference_url="https://arxiv.org/abs/2311.03099",
+    space="delta",
+    params=(
+        Param(
+            "variant",
+            "choice",
+            "linear",
+            choices=VARIANTS,
+            help="Merge the dropped deltas by Task Arithmetic ('linear') or by TIES ('ties').",
+        ),
+        DROP_RATE,
+        Param(
+            "density",
+            "float",
+            1.0,
+            low=0.01,
+            high=1.0,
+            step=0.01,
+            help="TIES variant only: kept fraction after dropping (1 = no trim, as PEFT).",
+        ),
+        THRESHOLD,
+        SIGN_METHOD,
+        SCALING,
+        WEIGHTS,
+    ),
+)
+def dare(
+    adapter_set: AdapterSet,
+    *,
+    variant: str = "linear",
+    drop_rate: float = 0.9,
+    density: float = 1.0,
+    threshold: str = "global",
+    sign_method: SignMethod = "total",
+    scaling: float = 1.0,
+    weights: Sequence[float] | None = None,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+) -> MergeResult:
+    """DARE on ΔW (element-wise, dense result, streamed module by module).
+
+    Args:
+        adapter_set: the adapters; task order = set order.
+        variant: ``"linear"`` (DARE + TA) or ``"ties"`` (DARE + TIES).
+        drop_rate: ``p`` in [0, 1). density, threshold, sign_method: TIES options (ties variant).
+        scaling: λ. weights: per-adapter ``w_t``.
+        generator: source of the drop masks. progress: optional callback.
+
+    Raises:
+        ValueError: unknown variant, or an option out of range.
+    """
+    check_choice("variant", variant, VARIANTS)
+    names = adapter_set.modules
+    w = adapter_weights(weights, len(adapter_set))
+    seeds = mask_seeds(generator, len(names), len(adapter_set))
+
+    def delta(i: int, t: int) -> torch.Tensor:
+        return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
+
+    dropped = dropped_tensors(delta, seeds, drop_rate)
+    if variant == "linear":
+        merged = weighted_sum_parts(
+            dropped, num_parts=len(names), weights=w, scaling=scaling, progress=progress
+        )
+        return dense_result(adapter_set, merged, None)
+    merged, thresholds = ties_merge_parts(
+        dropped,
+        num_parts=len(names),
+        num_tasks=len(adapter_set),
+        density=density,
+        threshold=threshold,
+        sign_method=sign_method,
+        weights=w,
+        scaling=scaling,
+        progress=progress,
+    )
+    return dense_result(adapter_set, merged, thresholds)

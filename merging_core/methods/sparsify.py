@@ -1,0 +1,215 @@
+"""The named steps that TIES, DARE and KnOTS compose: trim, elect, disjoint mean, drop-and-rescale.
+
+Space: ΔW (element-wise). Every function here acts on coordinates of a task tensor (a dense ΔW, or
+KnOTS's per-task block ``diag(S) V_tᵀ``), so none has a low-rank shortcut (methods.md L5). Stacked
+inputs have the task on dim 0: ``(T, ...)``. Nothing here draws from the global RNG: dropping
+takes an explicit ``torch.Generator``.
+
+The global trim threshold of the official TIES (top-k% over *all* of a task's coordinates) is
+found by :func:`magnitude_threshold` without holding all of them at once: a two-pass radix select
+on the float32 bit pattern of ``|x|`` (monotone for non-negative floats), 65 536 bins per pass.
+It is exact, and its memory is one chunk plus two histograms.
+
+References:
+    TIES-Merging: https://arxiv.org/abs/2306.01708
+    DARE: https://arxiv.org/abs/2311.03099
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+import torch
+
+SignMethod = Literal["total", "frequency"]
+TieRule = Literal["majority", "positive"]
+_LOW_BITS = 16
+_BINS = 1 << _LOW_BITS
+
+
+def check_density(density: float) -> None:
+    """``ValueError`` unless ``0 < density <= 1``."""
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+
+
+def kept_count(density: float, numel: int) -> int:
+    """How many coordinates a trim at ``density`` keeps: ``int(density · numel)`` (as PEFT).
+
+    The official TIES notebook keeps one more (``kthvalue(d - int(d·k))`` then ``>=``).
+    """
+    check_density(density)
+    return int(density * numel)
+
+
+def trim_by_magnitude(
+    tensor: torch.Tensor, *, density: float, threshold: float | None = None
+) -> torch.Tensor:
+    """Zero all but the largest-magnitude entries of ``tensor``.
+
+    Args:
+        tensor: any shape.
+        density: fraction kept, in (0, 1]. Used when ``threshold`` is None (per-tensor trim):
+            exactly ``int(density · numel)`` entries survive (``torch.topk``, as PEFT's ``prune``).
+        threshold: a global threshold from :func:`magnitude_threshold`; entries with
+            ``|x| >= threshold`` survive (the official TIES trim over a whole task).
+
+    Returns:
+        Same shape and dtype, trimmed entries set to 0.
+    """
+    check_density(density)
+    if threshold is not None:
+        return tensor * (tensor.abs() >= threshold)
+    k = kept_count(density, tensor.numel())
+    if k == tensor.numel():
+        return tensor.clone()
+    flat = tensor.reshape(-1)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[torch.topk(flat.abs(), k=k, largest=True).indices] = True
+    return tensor * mask.reshape(tensor.shape)
+
+
+def magnitude_threshold(
+    make_chunks: Callable[[], Iterable[torch.Tensor]], *, density: float
+) -> float:
+    """Exact global trim threshold: the ``k``-th largest ``|x|`` over all chunks.
+
+    ``k = int(density · N)`` with ``N`` the total number of entries, so keeping ``|x| >= threshold``
+    keeps exactly ``k`` entries unless several equal the threshold. Two streaming passes over
+    ``make_chunks()`` (it is called twice and must yield the same tensors both times).
+
+    Args:
+        make_chunks: returns a fresh iterable of tensors (e.g. one task's ΔW per module).
+        density: fraction kept, in (0, 1].
+
+    Returns:
+        The threshold as a float; ``inf`` when ``k == 0`` (nothing is kept).
+
+    Raises:
+        ValueError: bad density, no entries, or a non-finite entry.
+    """
+    check_density(density)
+    high = _histogram(make_chunks(), prefix=None)  # (65536,) counts of the top 16 bits
+    total = int(high.sum())
+    if total == 0:
+        raise ValueError("cannot find a trim threshold over zero entries")
+    k = kept_count(density, total)
+    if k == 0:
+        return math.inf
+    top, rest = _select_bucket(high, k)
+    low = _histogram(make_chunks(), prefix=top)  # low 16 bits of entries in bucket `top`
+    bottom, _ = _select_bucket(low, rest)
+    bits = torch.tensor([(top << _LOW_BITS) | bottom], dtype=torch.int32)
+    return float(bits.view(torch.float32)[0])
+
+
+def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
+    """``|x|`` as int32 bit patterns; non-negative and ordered like the values."""
+    mags = chunk.detach().reshape(-1).abs().to(torch.float32).contiguous()
+    if not bool(torch.isfinite(mags).all()):
+        raise ValueError("cannot trim a tensor with NaN or infinite entries")
+    return mags.view(torch.int32)
+
+
+def _histogram(chunks: Iterable[torch.Tensor], *, prefix: int | None) -> torch.Tensor:
+    """Counts of the high 16 bits, or the low 16 bits of entries whose high 16 are ``prefix``."""
+    counts = torch.zeros(_BINS, dtype=torch.int64)
+    for chunk in chunks:
+        bits = _magnitude_bits(chunk)
+        if prefix is None:
+            keys = bits >> _LOW_BITS
+        else:
+            keys = bits[(bits >> _LOW_BITS) == prefix] & (_BINS - 1)
+        counts += torch.bincount(keys.long(), minlength=_BINS)
+    return counts
+
+
+def _select_bucket(counts: torch.Tensor, k: int) -> tuple[int, int]:
+    """Bucket holding the ``k``-th largest entry, and that entry's rank inside the bucket."""
+    at_or_above = counts.flip(0).cumsum(0).flip(0)  # (bins,) entries in this bucket or higher
+    bucket = int((at_or_above >= k).nonzero().max())
+    above = int(at_or_above[bucket] - counts[bucket])
+    return bucket, k - above
+
+
+def elect_sign(
+    stacked: torch.Tensor, *, method: SignMethod = "total", tie: TieRule = "majority"
+) -> torch.Tensor:
+    """Elected sign per coordinate, ``(T, ...) -> (...)`` with values in {-1, 0, +1}.
+
+    Args:
+        stacked: trimmed task tensors, task on dim 0.
+        method: ``"total"`` = sign of the summed values (TIES "mass", official and PEFT default);
+            ``"frequency"`` = sign of the summed signs (PEFT's other option).
+        tie: what a zero score becomes. ``"majority"`` (official ``resolve_zero_signs``): the sign
+            of the sum of all elected signs of this tensor, 0 if that is 0 too; ``"positive"``
+            (PEFT, mergekit): +1.
+
+    Raises:
+        ValueError: unknown ``method`` or ``tie``.
+    """
+    if method == "total":
+        score = stacked.sum(dim=0)
+    elif method == "frequency":
+        score = stacked.sign().sum(dim=0)
+    else:
+        raise ValueError(f"sign method must be 'total' or 'frequency', got {method!r}")
+    if tie == "positive":
+        return torch.where(score >= 0, 1.0, -1.0).to(stacked.dtype)
+    if tie != "majority":
+        raise ValueError(f"tie rule must be 'majority' or 'positive', got {tie!r}")
+    sign = score.sign()
+    return torch.where(sign == 0, sign.sum().sign(), sign)
+
+
+def disjoint_mean(
+    stacked: torch.Tensor, sign: torch.Tensor, *, weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Mean over the tasks that agree with the elected sign, ``(T, ...) -> (...)``.
+
+    A task counts at a coordinate when its entry is non-zero and has the elected sign; the result
+    is ``Σ_agreeing w_t τ_t / #agreeing`` (0 where none agrees). Weights scale the values but
+    not the count, as in PEFT's ``disjoint_merge``.
+
+    Args:
+        stacked: ``(T, ...)`` trimmed task tensors (unweighted; signs are read from these).
+        sign: ``(...)`` elected signs from :func:`elect_sign`.
+        weights: ``T`` per-task weights (all 1 when None).
+
+    Raises:
+        ValueError: ``weights`` length differs from ``T``.
+    """
+    agree = (stacked.sign() == sign) & (stacked != 0)  # (T, ...)
+    weighted = stacked
+    if weights is not None:
+        if len(weights) != stacked.shape[0]:
+            raise ValueError(f"got {len(weights)} weights for {stacked.shape[0]} task tensors")
+        w = torch.tensor(list(weights), dtype=stacked.dtype)
+        weighted = stacked * w.view(-1, *([1] * (stacked.ndim - 1)))
+    total = (weighted * agree).sum(dim=0)
+    return total / agree.sum(dim=0).clamp(min=1)
+
+
+def drop_and_rescale(
+    tensor: torch.Tensor, *, drop_rate: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """DARE: drop each entry with probability ``p``, scale survivors by ``1 / (1 - p)``.
+
+    Args:
+        tensor: any shape (CPU; the mask is drawn on CPU from ``generator``).
+        drop_rate: ``p`` in [0, 1). ``p = 0`` returns an exact copy and draws nothing.
+        generator: the source of randomness (None uses torch's global RNG; the merge functions
+            always pass one).
+
+    Raises:
+        ValueError: ``drop_rate`` outside [0, 1).
+    """
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    if drop_rate == 0.0:
+        return tensor.clone()
+    keep_prob = torch.full(tensor.shape, 1.0 - drop_rate, dtype=torch.float32)
+    keep = torch.bernoulli(keep_prob, generator=generator).to(tensor.dtype)
+    return tensor * keep / (1.0 - drop_rate)
