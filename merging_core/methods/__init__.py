@@ -5,6 +5,8 @@ from merging_core.methods import ties  # noqa: F401
 from merging_core.methods import dare  # noqa: F401
 from merging_core.methods import cat  # noqa: F401
 from merging_core.methods import knots  # noqa: F401
+from merging_core.methods import tara  # noqa: F401  (registers tara_a, tara_b)
+from merging_core.methods import adamerging  # noqa: F401  (adamerging_task, adamerging_layer)
 from merging_core.methods.registry import (
     MethodInfo,
     Param,
