@@ -231,8 +231,7 @@ def export_merge(
         base_model=base_model,
         overwrite=overwrite,
         extra_files=extra,
-        metadata={"merge_method": result.method},
-    )
+    )  # no extra safetensors metadata: safetensors writes several keys in random order
     return ExportReport(Path(written), rank, report.modules, report.num_params)
 
 

@@ -272,7 +272,7 @@ def replay_recipe(
         ]
     if Path(out).exists() and not overwrite:
         raise ValueError(f"export path {str(out)!r} already exists; pass overwrite=True")
-    adapters = [io.load_adapter(item["path"]) for item in checked["inputs"]]
+    adapters = io.load_adapters([item["path"] for item in checked["inputs"]])
     verify_inputs(checked, adapters)
     result = merge(
         AdapterSet.from_adapters(adapters),
