@@ -1,0 +1,115 @@
+"""Running merges from the app: cached per session by content, with a progress bar.
+
+Merge results hold tensors, so they are kept in a small per-session LRU (in session state) keyed
+by the adapter set's content key, the method, its parameters and the seed; they are never mutated
+after creation. (``st.cache_resource`` cannot be used: the progress bar is drawn from inside.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import streamlit as st
+import torch
+
+from app_support import state
+from app_support.library import device_label
+from merging_core.adapters import AdapterSet
+from merging_core.factors import frobenius_norm, inner_product
+from merging_core.merge import MergedModule, MergeResult, merge
+
+Progress = Callable[[float, str], None]
+MERGE_CACHE_SIZE = 32
+
+
+def params_key(params: Mapping[str, Any]) -> str:
+    """Stable text form of merge parameters (cache key and recipe)."""
+    return json.dumps(dict(params), sort_keys=True, default=list)
+
+
+def _remember(key: tuple[Any, ...], compute: Callable[[], MergeResult]) -> MergeResult:
+    """Per-session LRU of merge results (a progress bar cannot live inside ``st.cache_*``)."""
+    cache = st.session_state.setdefault(state.MERGE_CACHE, OrderedDict())
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache[key] = compute()
+    while len(cache) > MERGE_CACHE_SIZE:
+        cache.popitem(last=False)
+    return cache[key]
+
+
+def run_with_progress(
+    adapter_set: AdapterSet,
+    set_key: str,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    context: Any = None,
+) -> MergeResult:
+    """Run (or fetch) a merge while a progress bar names the device it runs on."""
+    device = device_label()
+    bar = st.progress(0.0, text=f"Merging on {device}…")
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{message} · {device}")
+
+    key = (set_key, method, params_key(params), int(seed), context is not None)
+    try:
+        result = _remember(
+            key,
+            lambda: merge(
+                adapter_set, method, seed=int(seed), progress=report, context=context, **params
+            ),
+        )
+    finally:
+        bar.empty()
+    return result
+
+
+def identity_error(adapter_set: AdapterSet, name: str) -> float:
+    """Max |ΔW error| of Task Arithmetic at scaling 1 on adapter ``name`` alone.
+
+    Merging one adapter with weight 1 must give that adapter back; the dense comparison is the
+    point of the check, one module at a time. Returns the largest absolute entry difference.
+    """
+    index = adapter_set.names.index(name)
+    single = adapter_set.subset([index])
+    result = merge(single, "task_arithmetic", scaling=1.0)
+    adapter = single.adapters[0]
+    worst = 0.0
+    for module in single.modules:
+        diff = result.delta(module) - adapter.delta(module)  # (d_out, d_in)
+        worst = max(worst, float(diff.abs().max()))
+    return worst
+
+
+def weight_space_agreement(adapter_set: AdapterSet, result: MergeResult) -> dict[str, float]:
+    """Cosine between the merged update and each task's update, summed over modules (no data).
+
+    Space: ΔW (via factors). ``cos_t = Σ_m ⟨ΔW_m, ΔW_{t,m}⟩ / sqrt(Σ_m ‖ΔW_m‖² · Σ_m ‖ΔW_{t,m}‖²)``,
+    computed with Gram traces, never a dense product of factors.
+    """
+    dots = dict.fromkeys(adapter_set.names, 0.0)
+    task_sq = dict.fromkeys(adapter_set.names, 0.0)
+    merged_sq = 0.0
+    for module in adapter_set.modules:
+        merged = result.modules[module]
+        merged_sq += merged.norm() ** 2
+        for adapter in adapter_set.adapters:
+            lora = adapter.modules[module]
+            dots[adapter.name] += _inner(merged, lora.B, lora.A)
+            task_sq[adapter.name] += frobenius_norm(lora.B, lora.A) ** 2
+    denom = {n: (merged_sq * task_sq[n]) ** 0.5 for n in dots}
+    return {n: dots[n] / denom[n] if denom[n] > 0 else 0.0 for n in dots}
+
+
+def _inner(merged: MergedModule, B: torch.Tensor, A: torch.Tensor) -> float:
+    if merged.factors is not None:
+        return inner_product(merged.factors.B, merged.factors.A, B, A)
+    # ⟨D, B A⟩_F = tr(Bᵀ D Aᵀ): (r, d_out) @ (d_out, d_in) @ (d_in, r) -> (r, r)
+    return float(torch.trace(B.double().T @ merged.dense.double() @ A.double().T))

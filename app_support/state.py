@@ -1,0 +1,60 @@
+"""Every ``st.session_state`` key the app uses, and their defaults, in one place.
+
+Pages import the constants (never spell a key as a string literal) and call :func:`init_state`
+through ``app.py``, so a page opened directly (tests, deep links) still finds every key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+BUNDLE_NAME = "bundle_name"  # str: the sample bundle the app opens on ("" = none)
+USE_BUNDLE = "use_bundle"  # bool: include the bundle's adapters in the working set
+USER_ADAPTERS = "user_adapters"  # list[Adapter]: adapters the user loaded (path or upload)
+LOAD_MESSAGES = "load_messages"  # list[str]: refusals of the last load attempt, shown as errors
+SELECTED = "selected_adapters"  # list[str]: adapter names in the working set (task order)
+MERGE_RESULT = "merge_result"  # MergeResult | None: the latest merge, used by Export
+MERGE_RECIPE = "merge_recipe"  # dict | None: method, params, seed, adapters of MERGE_RESULT
+WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm start of next run)
+PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
+TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
+EXPORT_DIR = "export_dir"  # str: last export folder
+MERGE_CACHE = "merge_cache"  # OrderedDict: per-session LRU of merge results (app_support.merging)
+
+METHOD = "merge.method"  # widget key, bound to the URL (query parameter "merge.method")
+SEED = "merge.seed"  # widget key, bound to the URL
+GEOMETRY_LAYER = "geometry.layer"
+GEOMETRY_MODULE = "geometry.module"
+TRADEOFF_TASK_A = "tradeoff.task_a"
+TRADEOFF_TASK_B = "tradeoff.task_b"
+
+DEFAULT_BUNDLE = "vision8"
+
+_DEFAULTS: dict[str, Any] = {
+    BUNDLE_NAME: DEFAULT_BUNDLE,
+    USE_BUNDLE: True,
+    LOAD_MESSAGES: [],
+    MERGE_RESULT: None,
+    MERGE_RECIPE: None,
+    PENDING_SETTINGS: None,
+    EXPORT_DIR: "",
+}
+_FACTORIES = {USER_ADAPTERS: list, SELECTED: list, WARM_START: dict, TRADEOFF_POINTS: dict}
+
+
+def init_state() -> None:
+    """Give every key its default unless it is already set (seeded by a test or a page)."""
+    for key, value in _DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+    for key, factory in _FACTORIES.items():
+        if key not in st.session_state:
+            st.session_state[key] = factory()
+
+
+def param_key(method: str, param: str, index: int | None = None) -> str:
+    """Widget key of one method parameter (``merge.<method>.<param>[.<index>]``), URL-safe."""
+    base = f"merge.{method}.{param}"
+    return base if index is None else f"{base}.{index}"

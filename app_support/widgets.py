@@ -1,0 +1,181 @@
+"""Widgets generated from a method's parameter spec (``merging_core.methods.registry.Param``).
+
+One builder per parameter *kind*, never per method: a new registered method gets its widgets for
+free. Widget keys come from :func:`app_support.state.param_key` and are bound to the URL's query
+parameters, so the Merge page's settings can be shared as a link.
+
+A ``weights`` parameter is shown as one slider per adapter. It is kept on the probability
+simplex (moving one slider rescales the others) when the method tags it ``simplex:<name>`` or the
+parameter is called ``rho``/``preference`` (a task-preference vector).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+
+from app_support.state import param_key
+from merging_core.methods.registry import MethodInfo, Param
+
+SIMPLEX_NAMES = ("rho", "preference")
+LOG_GRID_POINTS = 41
+SLIDERS_PER_ROW = 4
+
+
+def is_simplex(info: MethodInfo, param: Param) -> bool:
+    """True when ``param`` is a preference vector that must sum to one."""
+    return param.kind == "weights" and (
+        f"simplex:{param.name}" in info.tags or param.name in SIMPLEX_NAMES
+    )
+
+
+def method_widgets(info: MethodInfo, adapter_names: Sequence[str]) -> dict[str, Any]:
+    """Draw every parameter's widget; returns ``{param name: value}`` ready for ``merge``."""
+    values: dict[str, Any] = {}
+    for param in info.params:
+        if param.kind == "weights":
+            values[param.name] = weights_widget(info, param, adapter_names)
+        else:
+            values[param.name] = scalar_widget(info.name, param)
+    return values
+
+
+def _initial(key: str, value: Any) -> dict[str, Any]:
+    # Pass a default only on first creation: a value already in session state (a loaded
+    # setting, a URL parameter) must win without Streamlit's "set twice" warning.
+    return {} if key in st.session_state else {"value": value}
+
+
+def scalar_widget(method: str, param: Param) -> Any:
+    """One float/int/bool/choice widget for ``param``, labelled with its name and help."""
+    key = param_key(method, param.name)
+    label = param.name.replace("_", " ")
+    common = {"key": key, "help": param.help or None, "bind": "query-params"}
+    if param.kind == "bool":
+        return st.toggle(label, **_initial(key, bool(param.default)), **common)
+    if param.kind == "choice":
+        options = list(param.choices)
+        index = options.index(param.default) if key not in st.session_state else None
+        extra = {} if index is None else {"index": index}
+        return st.selectbox(label, options, **extra, **common)
+    if param.log and param.low is not None and param.high is not None and param.low > 0:
+        grid = log_grid(param.low, param.high)
+        nearest = min(grid, key=lambda g: abs(math.log(g) - math.log(param.default)))
+        return st.select_slider(
+            f"{label} (log scale)", grid, format_func=_fmt, **_initial(key, nearest), **common
+        )
+    return _number_widget(param, label, key, common)
+
+
+def _number_widget(param: Param, label: str, key: str, common: dict[str, Any]) -> float | int:
+    cast = int if param.kind == "int" else float
+    step = param.step or (1 if param.kind == "int" else (param.high or 1.0) - (param.low or 0.0))
+    step = step if param.step or param.kind == "int" else step / 100
+    too_fine = param.kind == "float" and param.default != 0 and abs(param.default) < step
+    if param.low is None or param.high is None or too_fine:
+        bounds = {
+            k: cast(v)
+            for k, v in (("min_value", param.low), ("max_value", param.high))
+            if v is not None
+        }
+        fmt = {"format": "%.3g"} if param.kind == "float" else {}
+        return st.number_input(
+            label, **bounds, **fmt, **_initial(key, cast(param.default)), **common
+        )
+    return st.slider(
+        label,
+        min_value=cast(param.low),
+        max_value=cast(param.high),
+        step=cast(step),
+        **_initial(key, cast(param.default)),
+        **common,
+    )
+
+
+def log_grid(low: float, high: float, points: int = LOG_GRID_POINTS) -> list[float]:
+    """``points`` values evenly spaced in log between ``low`` and ``high``, 3 significant digits.
+
+    Raises:
+        ValueError: ``low`` is not positive or not below ``high``.
+    """
+    if not 0 < low < high:
+        raise ValueError(f"a log grid needs 0 < low < high, got low={low}, high={high}")
+    step = (math.log10(high) - math.log10(low)) / (points - 1)
+    return sorted({float(f"{10 ** (math.log10(low) + i * step):.3g}") for i in range(points)})
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def weights_widget(
+    info: MethodInfo, param: Param, names: Sequence[str]
+) -> tuple[float, ...] | None:
+    """One slider per adapter; None when a free weight vector is left at its all-ones default."""
+    simplex = is_simplex(info, param)
+    defaults = _weight_defaults(param, len(names), simplex)
+    keys = [param_key(info.name, param.name, i) for i in range(len(names))]
+    low = 0.0 if simplex else (param.low if param.low is not None else -2.0)
+    high = 1.0 if simplex else (param.high if param.high is not None else 2.0)
+    title = "preference ρ (sums to 1)" if simplex else f"{param.name.replace('_', ' ')} per adapter"
+    st.markdown(f"**{title}**", help=param.help or None)
+    values = []
+    for row in range(0, len(names), SLIDERS_PER_ROW):
+        cols = st.columns(SLIDERS_PER_ROW)
+        for col, i in zip(cols, range(row, min(row + SLIDERS_PER_ROW, len(names))), strict=False):
+            with col:
+                values.append(
+                    st.slider(
+                        names[i],
+                        min_value=float(low),
+                        max_value=float(high),
+                        step=0.01,
+                        key=keys[i],
+                        bind="query-params",
+                        **_initial(keys[i], defaults[i]),
+                        on_change=_rebalance if simplex else "rerun",
+                        args=(keys, i) if simplex else None,
+                    )
+                )
+    if simplex:
+        return tuple(normalise(values))
+    return None if param.default is None and all(v == 1.0 for v in values) else tuple(values)
+
+
+def _weight_defaults(param: Param, count: int, simplex: bool) -> list[float]:
+    if param.default is not None and len(param.default) == count:
+        return [float(v) for v in param.default]
+    return [1.0 / count] * count if simplex else [1.0] * count
+
+
+def normalise(values: Sequence[float]) -> list[float]:
+    """Scale non-negative ``values`` to sum to one (uniform when they are all zero)."""
+    total = sum(values)
+    if total <= 0:
+        return [1.0 / len(values)] * len(values)
+    return [v / total for v in values]
+
+
+def rebalanced(values: Sequence[float], moved: int) -> list[float]:
+    """Keep ``values[moved]`` and rescale the others so that the whole vector sums to one."""
+    target = min(max(values[moved], 0.0), 1.0)
+    others = [i for i in range(len(values)) if i != moved]
+    rest = sum(values[i] for i in others)
+    out = list(values)
+    for i in others:
+        share = values[i] / rest if rest > 0 else 1.0 / len(others)
+        out[i] = round(share * (1.0 - target), 4)
+    out[moved] = target
+    return out
+
+
+def _rebalance(keys: Sequence[str], moved: int) -> None:
+    values = [float(st.session_state[k]) for k in keys]
+    if len(values) < 2:
+        st.session_state[keys[0]] = 1.0
+        return
+    for key, value in zip(keys, rebalanced(values, moved), strict=True):
+        st.session_state[key] = value

@@ -1,0 +1,99 @@
+"""The working set of adapters: the sample bundle's plus the user's, cached per session.
+
+Heavy objects (the bundle, loaded adapters, aligned sets) live in
+``st.cache_resource(scope="session")`` keyed by content hashes, so a rerun never reloads them and
+two sessions never share mutable state. Loading errors come back as messages for ``st.error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+
+from app_support import state
+from app_support.library import feature_attr
+from merging_core.adapters import Adapter, AdapterSet
+
+LOAD_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, OSError)
+
+
+@st.cache_resource(scope="session", show_spinner="Loading the sample bundle…")
+def load_bundle(name: str) -> tuple[Any | None, str]:
+    """The bundle ``name`` and "" on success, else None and a plain-words reason."""
+    loader = feature_attr("bundles", "load_bundle")
+    if loader is None:
+        return None, "the sample bundles are not built yet (merging_core.bundles.load_bundle)"
+    try:
+        return loader(name), ""
+    except LOAD_ERRORS as err:
+        return None, f"bundle {name!r} could not be opened: {err}"
+
+
+def bundle_adapters() -> list[Adapter]:
+    """The current bundle's adapters when it is enabled and loads, else []."""
+    name = st.session_state.get(state.BUNDLE_NAME, "")
+    if not name or not st.session_state.get(state.USE_BUNDLE, True):
+        return []
+    bundle, _ = load_bundle(name)
+    return list(bundle.adapter_set().adapters) if bundle is not None else []
+
+
+def all_adapters() -> list[Adapter]:
+    """Bundle adapters first, then the user's (a user adapter may not reuse a bundle name)."""
+    return bundle_adapters() + list(st.session_state.get(state.USER_ADAPTERS, []))
+
+
+def set_key(adapters: Sequence[Adapter]) -> str:
+    """Content key of an ordered adapter list (names and weight hashes)."""
+    return "|".join(f"{a.name}:{a.content_hash()}" for a in adapters)
+
+
+@st.cache_resource(scope="session", max_entries=16, show_spinner=False)
+def _aligned(key: str, _adapters: tuple[Adapter, ...]) -> AdapterSet:
+    return AdapterSet.from_adapters(list(_adapters))
+
+
+def working_set() -> tuple[AdapterSet | None, str]:
+    """The aligned set of the selected adapters (all when none is selected), or an error message."""
+    adapters = all_adapters()
+    if not adapters:
+        return None, ""
+    chosen = st.session_state.get(state.SELECTED) or [a.name for a in adapters]
+    by_name = {a.name: a for a in adapters}
+    picked = tuple(by_name[n] for n in chosen if n in by_name)
+    if not picked:
+        return None, "none of the selected adapters is loaded"
+    try:
+        return _aligned(set_key(picked), picked), ""
+    except ValueError as err:
+        return None, str(err)
+
+
+def task_context(adapter_set: AdapterSet) -> tuple[Any | None, str]:
+    """The bundle's data context when every adapter in the set is one of its tasks."""
+    name = st.session_state.get(state.BUNDLE_NAME, "")
+    bundle, reason = load_bundle(name) if name else (None, "no sample bundle is selected")
+    if bundle is None:
+        return None, reason
+    missing = [n for n in adapter_set.names if n not in bundle.task_names]
+    if missing:
+        return None, f"{missing} are not tasks of the {name} bundle, so there is no data for them"
+    return bundle.context(), ""
+
+
+def add_user_adapters(new: Sequence[Adapter]) -> list[str]:
+    """Append adapters to the session, refusing name clashes; returns refusal messages."""
+    existing = {a.name for a in all_adapters()}
+    refused, kept = [], list(st.session_state[state.USER_ADAPTERS])
+    for adapter in new:
+        if adapter.name in existing:
+            refused.append(
+                f"an adapter named {adapter.name!r} is already loaded; rename its folder"
+            )
+            continue
+        existing.add(adapter.name)
+        kept.append(adapter)
+    st.session_state[state.USER_ADAPTERS] = kept
+    return refused

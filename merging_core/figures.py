@@ -1,0 +1,312 @@
+"""Plotly figure builders for the app: plain data in, ``go.Figure`` out.
+
+Pure functions: no Streamlit, no torch, no file access. Inputs are numbers, sequences and
+mappings (numpy arrays are fine); every figure has a title and titled axes, keeps zoom across
+reruns (``uirevision``), and renders a readable "nothing to show" note when given no data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+FONT_SIZE = 14
+HEATMAP_MAX_CELLS = 40_000  # beyond this heatmaps are block-averaged (websocket size, speed)
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
+
+
+def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        font={"size": FONT_SIZE},
+        height=height,
+        margin={"l": 70, "r": 30, "t": 60, "b": 60},
+        uirevision="constant",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    )
+    fig.update_xaxes(title_text=x_title, automargin=True)
+    fig.update_yaxes(title_text=y_title, automargin=True)
+    return fig
+
+
+def empty_figure(message: str, *, title: str = "", height: int = 320) -> go.Figure:
+    """A blank figure that says ``message`` in its middle (the empty state of every chart)."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=message,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": FONT_SIZE + 2, "color": "#666"},
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title={"text": title, "x": 0.0}, height=height, uirevision="constant")
+    return fig
+
+
+def task_bars(
+    series: Mapping[str, Mapping[str, float]],
+    *,
+    title: str,
+    y_title: str,
+    reference_line: float | None = None,
+    height: int = 420,
+) -> go.Figure:
+    """Grouped bars: one group per task, one bar per series (merged, TA, individual, ...).
+
+    Args:
+        series: series name -> {task name -> value}; tasks missing from a series are gaps.
+        title, y_title: figure and y-axis titles (the x axis is "task").
+        reference_line: draw a dashed horizontal line at this value (e.g. 100 %).
+        height: pixels.
+    """
+    tasks = _ordered_keys(series.values())
+    if not tasks:
+        return empty_figure("No results yet", title=title, height=height)
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        ys = [values.get(t) for t in tasks]
+        fig.add_bar(
+            name=name,
+            x=tasks,
+            y=ys,
+            marker_color=SERIES_COLORS[i % len(SERIES_COLORS)],
+            hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>",
+        )
+    if reference_line is not None:
+        fig.add_hline(y=reference_line, line_dash="dash", line_color="#888")
+    fig.update_layout(barmode="group", bargap=0.25)
+    return _layout(fig, title=title, x_title="task", y_title=y_title, height=height)
+
+
+def heatmap(
+    matrix: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    title: str,
+    x_title: str,
+    y_title: str,
+    colorbar_title: str = "",
+    midpoint: float | None = None,
+    show_values: bool | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """A labelled heatmap ``(len(y_labels), len(x_labels))``; diverging colours when ``midpoint``.
+
+    Large matrices are block-averaged down to about ``HEATMAP_MAX_CELLS`` cells (labels of merged
+    blocks are the first label of each block). Values are printed in the cells when there are few.
+
+    Raises:
+        ValueError: the matrix shape does not match the labels.
+    """
+    z = np.asarray(matrix, dtype=float)
+    if z.size == 0:
+        return empty_figure("Nothing to show", title=title, height=height or 320)
+    if z.shape != (len(y_labels), len(x_labels)):
+        raise ValueError(
+            f"heatmap matrix has shape {z.shape} but labels give {(len(y_labels), len(x_labels))}"
+        )
+    z, x_labels, y_labels = _downsample(z, list(x_labels), list(y_labels))
+    show = z.size <= 150 if show_values is None else show_values
+    trace = go.Heatmap(
+        z=z,
+        x=list(x_labels),
+        y=list(y_labels),
+        colorscale="RdBu_r" if midpoint is not None else "Viridis",
+        zmid=midpoint,
+        colorbar={"title": {"text": colorbar_title}},
+        texttemplate="%{z:.2f}" if show else None,
+        hovertemplate=f"{y_title}: %{{y}}<br>{x_title}: %{{x}}<br>value: %{{z:.3g}}<extra></extra>",
+    )
+    fig = go.Figure(trace)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    rows = z.shape[0]
+    auto_height = min(900, max(320, 80 + 28 * rows))
+    return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height or auto_height)
+
+
+def _downsample(
+    z: np.ndarray, x_labels: list[str], y_labels: list[str]
+) -> tuple[np.ndarray, list[str], list[str]]:
+    if z.size <= HEATMAP_MAX_CELLS:
+        return z, x_labels, y_labels
+    factor = math.ceil(math.sqrt(z.size / HEATMAP_MAX_CELLS))
+    rows, cols = math.ceil(z.shape[0] / factor), math.ceil(z.shape[1] / factor)
+    padded = np.full((rows * factor, cols * factor), np.nan)
+    padded[: z.shape[0], : z.shape[1]] = z
+    blocks = padded.reshape(rows, factor, cols, factor)
+    small = np.nanmean(blocks, axis=(1, 3))
+    return small, x_labels[::factor][:cols], y_labels[::factor][:rows]
+
+
+def line_chart(
+    x: Sequence[str] | Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    x_title: str,
+    y_title: str,
+    log_y: bool = False,
+    dashed: Sequence[str] = (),
+    height: int = 420,
+) -> go.Figure:
+    """Lines with markers sharing one x axis (e.g. per-layer effective rank of several stacks).
+
+    Args:
+        x: shared x values (layer names or numbers).
+        series: name -> y values (same length as ``x``; ``nan`` leaves a gap).
+        dashed: names of series drawn dashed (e.g. a ratio next to counts).
+        log_y: logarithmic y axis (spectra).
+
+    Raises:
+        ValueError: a series has a different length from ``x``.
+    """
+    if len(x) == 0 or not series:
+        return empty_figure("No data yet", title=title, height=height)
+    fig = go.Figure()
+    for i, (name, ys) in enumerate(series.items()):
+        if len(ys) != len(x):
+            raise ValueError(f"series {name!r} has {len(ys)} values but x has {len(x)}")
+        fig.add_scatter(
+            x=list(x),
+            y=[float(v) for v in ys],
+            name=name,
+            mode="lines+markers",
+            line={
+                "dash": "dash" if name in dashed else "solid",
+                "color": SERIES_COLORS[i % len(SERIES_COLORS)],
+            },
+        )
+    fig.update_layout(hovermode="x unified")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height)
+
+
+def spectra_chart(
+    spectra: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    normalise: bool = False,
+    height: int = 420,
+) -> go.Figure:
+    """Singular values against their index, one line per matrix, log y axis.
+
+    Args:
+        spectra: label -> singular values (descending).
+        normalise: divide each spectrum by its largest value (compare shapes, not scales).
+    """
+    clean = {k: [float(s) for s in v] for k, v in spectra.items() if len(v)}
+    if not clean:
+        return empty_figure("No spectra yet", title=title, height=height)
+    fig = go.Figure()
+    for i, (name, values) in enumerate(clean.items()):
+        top = values[0] if normalise and values[0] > 0 else 1.0
+        ys = [max(v / top, 1e-12) for v in values]
+        fig.add_scatter(
+            x=list(range(1, len(ys) + 1)),
+            y=ys,
+            name=name,
+            mode="lines+markers",
+            line={"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
+        )
+    fig.update_yaxes(type="log")
+    y_title = "σ_k / σ_1" if normalise else "singular value σ_k"
+    return _layout(fig, title=title, x_title="index k", y_title=y_title, height=height)
+
+
+def tradeoff_chart(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    task_a: str,
+    task_b: str,
+    baselines: Mapping[str, tuple[float, float]] | None = None,
+    front: Sequence[tuple[float, float]] = (),
+    current: tuple[float, float] | None = None,
+    metric: str = "normalised accuracy (%)",
+    height: int = 520,
+) -> go.Figure:
+    """Trade-off plane: each curve's points (task A metric, task B metric) in sweep order.
+
+    Each point's ``customdata`` is ``[curve index, point index]`` so a click can be mapped back
+    to the merge that produced it. Baselines are distinct marker symbols, the Pareto front is a
+    staircase, the current setting is a large star.
+
+    Args:
+        curves: curve name -> points in sweep order (may be partial while a sweep streams in).
+        task_a, task_b: the tasks on the x and y axes.
+        baselines: name -> point (e.g. Task Arithmetic, each individual adapter).
+        front: non-dominated points, any order.
+        current: the point of the current merge, if any.
+        metric: what the axes measure.
+    """
+    title = f"Trade-off: {task_a} vs {task_b}"
+    if not any(len(p) for p in curves.values()) and not baselines:
+        return empty_figure("Run a sweep to see the trade-off curve", title=title, height=height)
+    fig = go.Figure()
+    for i, (name, points) in enumerate(curves.items()):
+        fig.add_scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            name=name,
+            mode="lines+markers",
+            marker={"size": 9, "color": SERIES_COLORS[i % len(SERIES_COLORS)]},
+            customdata=[[i, j] for j in range(len(points))],
+            hovertemplate=f"{name} #%{{customdata[1]}}<br>{task_a}: %{{x:.1f}}<br>"
+            f"{task_b}: %{{y:.1f}}<extra></extra>",
+        )
+    if front:
+        pts = sorted(front)
+        fig.add_scatter(
+            x=[p[0] for p in pts],
+            y=[p[1] for p in pts],
+            name="Pareto front",
+            mode="lines",
+            line={"shape": "vh", "dash": "dot", "color": "#444"},
+            hoverinfo="skip",
+        )
+    for i, (name, (bx, by)) in enumerate((baselines or {}).items()):
+        fig.add_scatter(
+            x=[bx],
+            y=[by],
+            name=name,
+            mode="markers",
+            marker={
+                "size": 13,
+                "symbol": BASELINE_SYMBOLS[i % len(BASELINE_SYMBOLS)],
+                "color": "#555",
+                "line": {"width": 1, "color": "white"},
+            },
+        )
+    if current is not None:
+        fig.add_scatter(
+            x=[current[0]],
+            y=[current[1]],
+            name="current merge",
+            mode="markers",
+            marker={"size": 20, "symbol": "star", "color": "gold", "line": {"width": 1}},
+        )
+    return _layout(
+        fig,
+        title=title,
+        x_title=f"{task_a}: {metric}",
+        y_title=f"{task_b}: {metric}",
+        height=height,
+    )
+
+
+def _ordered_keys(mappings: Sequence[Mapping[str, float]] | object) -> list[str]:
+    seen: dict[str, None] = {}
+    for mapping in mappings:  # type: ignore[union-attr]
+        for key in mapping:
+            seen.setdefault(key, None)
+    return list(seen)

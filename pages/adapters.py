@@ -1,0 +1,137 @@
+"""Adapters: the sample bundle, loading your own adapters, the table, an identity check."""
+
+import streamlit as st
+
+from app_support import state
+from app_support.loading import UPLOAD_TYPES, adapter_rows, load_from_path, load_from_uploads
+from app_support.merging import identity_error
+from app_support.workset import (
+    add_user_adapters,
+    all_adapters,
+    bundle_adapters,
+    load_bundle,
+    working_set,
+)
+
+IDENTITY_TOLERANCE = 1e-5
+
+state.init_state()
+st.title("Adapters")
+st.caption(
+    "LoRA adapters to analyse and merge. The app opens on the vision8 sample bundle; add your own "
+    "PEFT adapters (adapter_config.json + adapter_model.safetensors) from a folder or by upload."
+)
+
+
+def bundle_panel() -> None:
+    name = st.session_state[state.BUNDLE_NAME]
+    bundle, reason = load_bundle(name) if name else (None, "no bundle selected")
+    if bundle is None:
+        st.info(
+            f"Sample bundle **{name}** is not available: {reason}. "
+            "You can still load your own adapters below; weight-only pages work without it."
+        )
+        return
+    st.toggle(
+        f"Use the **{name}** sample bundle ({len(bundle.task_names)} tasks)",
+        key=state.USE_BUNDLE,
+    )
+
+
+def remember(adapters, errors) -> None:
+    errors = errors + add_user_adapters(adapters)
+    st.session_state[state.LOAD_MESSAGES] = errors
+    if adapters and len(errors) < len(adapters) + len(errors):
+        st.toast(f"Loaded {len(adapters) - len(errors)} adapter(s)")
+
+
+def load_panel() -> None:
+    by_path, by_upload = st.tabs(["From a folder on this machine", "Upload files"])
+    with by_path, st.form("load_path", border=False):
+        path = st.text_input(
+            "Adapter folder, or a folder of adapter folders",
+            key="adapters.path",
+            placeholder="e.g. ~/adapters/my_lora",
+        )
+        if st.form_submit_button("Load from folder") and path.strip():
+            remember(*load_from_path(path))
+    with by_upload:
+        files = st.file_uploader(
+            "Adapter folder(s)",
+            type=UPLOAD_TYPES,
+            accept_multiple_files="directory",
+            key="adapters.upload",
+            help="Pick a folder holding adapter_config.json and adapter_model.safetensors "
+            "(or a folder of such folders). Pickle files (.bin, .pt) are never loaded.",
+        )
+        name = st.text_input("Name for loose files", value="uploaded", key="adapters.upload_name")
+        if st.button("Load uploaded files", disabled=not files):
+            remember(*load_from_uploads(files, name))
+    for message in st.session_state[state.LOAD_MESSAGES]:
+        st.error(message)
+
+
+def table_panel() -> None:
+    adapters = all_adapters()
+    if not adapters:
+        st.info("No adapters loaded yet. Load a folder or upload files above.")
+        return
+    bundle_names = [a.name for a in bundle_adapters()]
+    st.dataframe(adapter_rows(adapters, bundle_names), hide_index=True, width="stretch")
+    names = [a.name for a in adapters]
+    chosen = [n for n in st.session_state[state.SELECTED] if n in names] or names
+    picked = st.multiselect(
+        "Adapters to analyse and merge (in task order)",
+        names,
+        default=chosen,
+        key="adapters.selected",
+    )
+    st.session_state[state.SELECTED] = picked
+    if st.session_state[state.USER_ADAPTERS] and st.button("Remove my loaded adapters"):
+        st.session_state[state.USER_ADAPTERS] = []
+        st.session_state[state.SELECTED] = []
+        st.rerun()
+
+
+def set_panel() -> None:
+    adapter_set, error = working_set()
+    if error:
+        st.error(f"These adapters cannot be merged together: {error}")
+    if adapter_set is None:
+        return
+    st.subheader("Working set")
+    cols = st.columns(3)
+    cols[0].metric("adapters", len(adapter_set))
+    cols[1].metric("mergeable modules", len(adapter_set.modules))
+    cols[2].metric("notes", len(adapter_set.issues))
+    for issue in adapter_set.issues:
+        st.warning(issue)
+    identity_panel(adapter_set)
+
+
+def identity_panel(adapter_set) -> None:
+    st.subheader("Identity check")
+    st.caption(
+        "Merging one adapter alone with Task Arithmetic at scaling 1 must give it back exactly."
+    )
+    name = st.selectbox("Adapter", adapter_set.names, key="adapters.identity")
+    if st.button("Run identity check", key="adapters.identity_run"):
+        try:
+            error = identity_error(adapter_set, name)
+        except (ValueError, KeyError, TypeError) as err:
+            st.error(f"Identity check failed to run: {err}")
+            return
+        verdict = "passes" if error <= IDENTITY_TOLERANCE else "FAILS"
+        st.metric(
+            f"max |ΔW error| for {name}", f"{error:.2e}", help=f"tolerance {IDENTITY_TOLERANCE}"
+        )
+        show = st.success if error <= IDENTITY_TOLERANCE else st.error
+        show(f"The identity check {verdict} (tolerance {IDENTITY_TOLERANCE:g}).")
+
+
+bundle_panel()
+st.subheader("Load adapters")
+load_panel()
+st.subheader("Loaded adapters")
+table_panel()
+set_panel()
