@@ -1,0 +1,128 @@
+"""Figure builders: right traces, titles and axis titles, empty states, input checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from merging_core import figures
+
+
+def axis_titles(fig) -> tuple[str, str]:
+    return fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
+
+
+class TestTaskBars:
+    def test_one_bar_trace_per_series_in_task_order(self):
+        fig = figures.task_bars(
+            {"merged": {"a": 90.0, "b": 80.0}, "TA": {"b": 70.0, "c": 60.0}},
+            title="acc",
+            y_title="normalised accuracy (%)",
+            reference_line=100.0,
+        )
+        assert [t.name for t in fig.data] == ["merged", "TA"]
+        assert list(fig.data[0].x) == ["a", "b", "c"]
+        assert list(fig.data[0].y) == [90.0, 80.0, None]  # missing task is a gap, not a zero
+        assert list(fig.data[1].y) == [None, 70.0, 60.0]
+        assert axis_titles(fig) == ("task", "normalised accuracy (%)")
+        assert fig.layout.shapes[0].y0 == 100.0
+
+    def test_empty_state(self):
+        fig = figures.task_bars({}, title="acc", y_title="y")
+        assert len(fig.data) == 0
+        assert fig.layout.annotations[0].text == "No results yet"
+
+
+class TestHeatmap:
+    def test_labels_values_and_diverging_midpoint(self):
+        m = [[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]
+        fig = figures.heatmap(
+            m,
+            x_labels=["d0", "d1", "d2"],
+            y_labels=["t0", "t1"],
+            title="J",
+            x_title="direction",
+            y_title="task",
+            midpoint=0.0,
+        )
+        (trace,) = fig.data
+        np.testing.assert_array_equal(np.asarray(trace.z), np.asarray(m))
+        assert trace.zmid == 0.0 and trace.texttemplate == "%{z:.2f}"
+        assert axis_titles(fig) == ("direction", "task")
+
+    def test_shape_mismatch_names_both_shapes(self):
+        with pytest.raises(ValueError, match=r"\(2, 2\).*\(2, 3\)"):
+            figures.heatmap(
+                np.zeros((2, 2)),
+                x_labels=["a", "b", "c"],
+                y_labels=["x", "y"],
+                title="t",
+                x_title="x",
+                y_title="y",
+            )
+
+    def test_large_matrix_is_block_averaged(self):
+        z = np.arange(400 * 400, dtype=float).reshape(400, 400)
+        fig = figures.heatmap(
+            z,
+            x_labels=[str(i) for i in range(400)],
+            y_labels=[str(i) for i in range(400)],
+            title="big",
+            x_title="x",
+            y_title="y",
+        )
+        small = np.asarray(fig.data[0].z)
+        factor = math.ceil(math.sqrt(z.size / figures.HEATMAP_MAX_CELLS))
+        assert small.shape == (math.ceil(400 / factor),) * 2
+        assert small.size <= figures.HEATMAP_MAX_CELLS
+        assert small[0, 0] == pytest.approx(z[:factor, :factor].mean())
+        assert fig.data[0].texttemplate is None  # no numbers printed on large maps
+
+
+class TestLines:
+    def test_series_and_dashes(self):
+        fig = figures.line_chart(
+            ["l0", "l1"],
+            {"erank": [1.0, 2.0], "ratio": [0.5, 0.7]},
+            title="erank",
+            x_title="layer",
+            y_title="effective rank",
+            dashed=["ratio"],
+        )
+        assert [t.line.dash for t in fig.data] == ["solid", "dash"]
+        assert axis_titles(fig) == ("layer", "effective rank")
+
+    def test_length_mismatch(self):
+        with pytest.raises(ValueError, match="series 'a' has 1 values but x has 2"):
+            figures.line_chart(["l0", "l1"], {"a": [1.0]}, title="t", x_title="x", y_title="y")
+
+    def test_spectra_normalised_and_log(self):
+        fig = figures.spectra_chart({"m": [4.0, 2.0, 1.0]}, title="s", normalise=True)
+        assert list(fig.data[0].y) == [1.0, 0.5, 0.25]
+        assert list(fig.data[0].x) == [1, 2, 3]
+        assert fig.layout.yaxis.type == "log"
+        assert figures.spectra_chart({"m": []}, title="s").layout.annotations
+
+
+class TestTradeoff:
+    def test_points_carry_their_index_and_front_is_sorted(self):
+        fig = figures.tradeoff_chart(
+            {"TARA": [(90.0, 60.0), (70.0, 85.0)]},
+            task_a="A",
+            task_b="B",
+            baselines={"Task Arithmetic": (75.0, 70.0)},
+            front=[(70.0, 85.0), (90.0, 60.0)],
+            current=(90.0, 60.0),
+        )
+        names = [t.name for t in fig.data]
+        assert names == ["TARA", "Pareto front", "Task Arithmetic", "current merge"]
+        assert [list(c) for c in fig.data[0].customdata] == [[0, 0], [0, 1]]
+        assert list(fig.data[1].x) == [70.0, 90.0]
+        assert fig.data[3].marker.symbol == "star"
+        assert axis_titles(fig) == ("A: normalised accuracy (%)", "B: normalised accuracy (%)")
+
+    def test_empty_state_asks_for_a_sweep(self):
+        fig = figures.tradeoff_chart({"TARA": []}, task_a="A", task_b="B")
+        assert "Run a sweep" in fig.layout.annotations[0].text
