@@ -1,0 +1,231 @@
+"""``merge-lab merge``: merge PEFT adapters and export the result, or replay a recipe.
+
+    merge-lab merge DIR... --method NAME [--set k=v ...] [--rank N] [--seed S] --out OUT
+                           [--overwrite] [--json]
+    merge-lab merge --recipe recipe.json --out OUT [DIR...] [--overwrite] [--json]
+
+``--set`` values go through the method's parameter spec (weights as comma lists, ``none`` for
+the default). With ``--recipe`` the inputs' weight hashes are checked; DIRs, when given, replace
+the recorded paths (same order). A text progress bar goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from merging_core.adapters import AdapterSet
+from merging_core.export import DENSE_RANK_CAP, ExportReport, export_merge
+from merging_core.merge import Progress, merge
+from merging_core.methods import MethodInfo, get_method
+from merging_core.recipe import (
+    build_recipe,
+    parse_recipe,
+    recipe_inputs,
+    replay_recipe,
+    version_differences,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge",
+        help="merge adapters and export a PEFT adapter (or replay a recipe)",
+        description="Merge PEFT LoRA adapters with a registered method (see `merge-lab methods`) "
+        "and write a PEFT adapter with recipe.json and a README model card; or replay a "
+        "recipe.json bit for bit.",
+    )
+    parser.add_argument("dirs", nargs="*", metavar="DIR", help="PEFT adapter folders, task order")
+    parser.add_argument("--method", help="method id (see `merge-lab methods`)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="K=V",
+        dest="sets",
+        help="method parameter, repeatable (e.g. --set weights=1,0.5,1)",
+    )
+    parser.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        help="export rank per module (default: exact rank; dense results "
+        f"capped at {DENSE_RANK_CAP})",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for stochastic methods (0)")
+    parser.add_argument(
+        "--base-model", default=None, help="base model id for the config (default: the inputs' own)"
+    )
+    parser.add_argument("--recipe", type=Path, help="replay this recipe.json instead")
+    parser.add_argument("--out", required=True, type=Path, help="output adapter folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--json", action="store_true", help="print the export report as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.overwrite:
+        raise ValueError(f"--out {str(args.out)!r} already exists; pass --overwrite to replace it")
+    bar = None if args.no_progress else TextBar(sys.stderr)
+    try:
+        report, summary = _replay(args, bar) if args.recipe else _merge(args, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    _print(report, summary, as_json=args.json)
+    return 0
+
+
+def _merge(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportReport, dict[str, Any]]:
+    if not args.method:
+        raise ValueError("merge needs --method NAME (or --recipe recipe.json)")
+    if not args.dirs:
+        raise ValueError("merge needs at least one adapter folder DIR")
+    info = get_method(args.method)
+    if info.needs_data:
+        raise ValueError(
+            f"method {info.name!r} learns from a bundle's unlabeled data, which the CLI does not "
+            "load; run it from the app"
+        )
+    params = parse_sets(info, args.sets)
+    from merging_core import io
+
+    adapter_set = AdapterSet.from_adapters(io.load_adapters(args.dirs))
+    _notes([*adapter_set.issues, *(w for a in adapter_set for w in a.warnings)])
+    seed = 0 if args.seed is None else args.seed
+    result = merge(adapter_set, info.name, seed=seed, progress=_part(bar, 0.0, 0.5), **params)
+    base = args.base_model if args.base_model is not None else _common_base(adapter_set)
+    recipe = build_recipe(
+        result, inputs=recipe_inputs(adapter_set, args.dirs), rank=args.rank, base_model=base
+    )
+    report = export_merge(
+        result,
+        args.out,
+        rank=args.rank,
+        base_model=base,
+        overwrite=args.overwrite,
+        recipe=recipe,
+        progress=_part(bar, 0.5, 0.5),
+    )
+    return report, {"method": info.name, "params": recipe["params"], "seed": seed}
+
+
+def _replay(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportReport, dict[str, Any]]:
+    clashes = [
+        flag
+        for flag, given in (
+            ("--method", args.method),
+            ("--set", args.sets),
+            ("--rank", args.rank is not None),
+            ("--seed", args.seed is not None),
+            ("--base-model", args.base_model is not None),
+        )
+        if given
+    ]
+    if clashes:
+        raise ValueError(f"--recipe fixes the merge; drop {', '.join(clashes)}")
+    recipe = parse_recipe(args.recipe.read_text(encoding="utf-8"), source=str(args.recipe))
+    _notes([f"{note}; the replay may not be bit-exact" for note in version_differences(recipe)])
+    report = replay_recipe(
+        recipe, args.out, paths=args.dirs or None, overwrite=args.overwrite, progress=bar
+    )
+    summary = {"method": recipe["method"], "params": recipe["params"], "seed": recipe["seed"]}
+    return report, {**summary, "recipe": str(args.recipe)}
+
+
+def parse_sets(info: MethodInfo, sets: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> validated values through each parameter's spec.
+
+    Raises:
+        ValueError: an item without ``=``, a repeated key, or a value the spec rejects.
+        KeyError: a parameter the method does not have.
+    """
+    raw: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--set expects K=V, got {item!r}")
+        if key in raw:
+            raise ValueError(f"--set {key} given twice")
+        raw[key] = _coerce(info.param(key), value.strip())
+    return info.validate_params(raw)
+
+
+def _coerce(param: Any, value: str) -> Any:
+    """Text -> what ``Param.validate`` expects: ``none`` for None, choices matched by text."""
+    if value.lower() in ("none", "null") and param.default is None:
+        return None
+    if param.kind == "choice":
+        for choice in param.choices:
+            if str(choice) == value:
+                return choice
+    return value
+
+
+def _common_base(adapter_set: AdapterSet) -> str:
+    bases = {a.config.base_model for a in adapter_set if a.config.base_model}
+    return bases.pop() if len(bases) == 1 else ""
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _part(progress: Progress | None, start: float, width: float) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + width * fraction, message)
+
+
+def _print(report: ExportReport, summary: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**summary, "report": report.to_dict()}, indent=2, ensure_ascii=False))
+        return
+    mods = report.modules
+    print(f"wrote {report.path} ({summary['method']}, seed {summary['seed']})")
+    print(f"  params      {json.dumps(summary['params'])}")
+    print(
+        f"  modules     {len(mods)}, rank {min(m.rank for m in mods)}–{report.max_rank}, "
+        f"{report.num_params:,} LoRA parameters"
+    )
+    print(
+        f"  rel. error  max {report.max_rel_error:.3e} "
+        f"(retained energy min {report.min_retained_energy:.6f})"
+    )
+    capped = [
+        m
+        for m in mods
+        if not m.factored and report.requested_rank is None and m.exact_rank > m.rank
+    ]
+    if capped:
+        print(
+            f"  note        {len(capped)} dense module(s) capped at rank {DENSE_RANK_CAP}; "
+            "pass --rank to choose"
+        )
+
+
+class TextBar:
+    """A one-line ``[#####     ]  42% message`` bar, redrawn in place on ``stream``."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream, self.width, self.last, self.drawn = stream, width, -1, False
+
+    def __call__(self, fraction: float, message: str) -> None:
+        pct = int(round(100 * min(max(fraction, 0.0), 1.0)))
+        if pct == self.last:
+            return
+        self.last, self.drawn = pct, True
+        filled = "#" * (self.width * pct // 100)
+        self.stream.write(f"\r[{filled:<{self.width}}] {pct:3d}% {message[:48]:<48}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
