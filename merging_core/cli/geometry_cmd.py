@@ -1,0 +1,115 @@
+"""``merge-lab geometry DIR... [--json] [--per-layer]``: merge-geometry tables for adapters.
+
+Loads the PEFT adapters in DIR... (task order = argument order), aligns them and prints
+:func:`merging_core.geometry.analyse_geometry`'s per-module table (or per-layer means with
+``--per-layer``). ``--json`` prints the whole report (both tables, column docs, notes) on stdout.
+A progress line goes to stderr unless ``--no-progress``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from merging_core.adapters import AdapterSet
+from merging_core.geometry import COLUMNS, analyse_geometry
+
+TABLE_COLUMNS = (
+    "erank_task_mean",
+    "erank_ta",
+    "erank_dw_stack",
+    "erank_rank1_stack",
+    "coverage_ratio",
+    "overlap_B_mean",
+    "overlap_A_mean",
+    "erank_B_stack",
+    "erank_A_stack",
+    "cur_misalignment",
+    "sign_conflict_rate",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "geometry",
+        help="merge-geometry analyses (erank stacks, coverage, crowding, SVD vs CUR, signs)",
+        description="Analyse the merge geometry of LoRA adapters in factor space: spectra and "
+        "effective ranks, TARA's coverage stacks, Pico's B/A crowding, SVD-vs-CUR subspaces "
+        "(reconstructed) and TIES sign conflicts, per module and per layer.",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="PEFT adapter folders (tasks)")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--per-layer", action="store_true", help="table of per-layer means")
+    parser.add_argument("--details", action="store_true", help="with --json: spectra, overlaps")
+    parser.add_argument("--k", type=int, default=None, help="SVD-vs-CUR dimension (default r)")
+    parser.add_argument(
+        "--no-sign-conflicts", action="store_true", help="skip the dense sign-conflict pass"
+    )
+    parser.add_argument(
+        "--sign-density", type=float, default=0.2, help="TIES trim density for trimmed conflicts"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from merging_core.io import load_adapters
+
+    adapter_set = AdapterSet.from_adapters(load_adapters(args.dirs))
+    for issue in adapter_set.issues:
+        print(f"note: {issue}", file=sys.stderr)
+    report = analyse_geometry(
+        adapter_set,
+        k=args.k,
+        sign_conflicts=not args.no_sign_conflicts,
+        sign_density=args.sign_density,
+        progress=None if args.no_progress else StderrProgress(sys.stderr),
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(details=args.details), indent=2, ensure_ascii=False))
+        return 0
+    rows = report.per_layer if args.per_layer else report.per_module
+    key = "layer" if args.per_layer else "module"
+    print("\n".join(table_lines(rows, key, TABLE_COLUMNS)))
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def table_lines(rows: list[dict[str, Any]], key: str, columns: tuple[str, ...]) -> list[str]:
+    """A fixed-width text table: ``key`` column then ``columns`` (``-`` for missing values)."""
+    width = max([len(key)] + [len(str(r[key])) for r in rows])
+    heads = [key.ljust(width)] + [c.rjust(max(len(c), 8)) for c in columns]
+    lines = ["  ".join(heads)]
+    for r in rows:
+        cells = [str(r[key]).ljust(width)]
+        cells += [_fmt(r.get(c)).rjust(max(len(c), 8)) for c in columns]
+        lines.append("  ".join(cells))
+    spaces = ", ".join(f"{c}: {COLUMNS[c][0]}" for c in columns)
+    lines.append(f"spaces: {spaces}")
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class StderrProgress:
+    """``callback(fraction, message)`` drawing one overwritten progress line on a stream."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, fraction: float, message: str) -> None:
+        filled = int(round(30 * min(max(fraction, 0.0), 1.0)))
+        bar = "#" * filled + "." * (30 - filled)
+        self.stream.write(f"\r[{bar}] {100 * fraction:5.1f}% {message[:60]:<60}")
+        if fraction >= 1.0:
+            self.stream.write("\n")
+        self.stream.flush()
