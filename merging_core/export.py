@@ -164,7 +164,7 @@ def merge_diagnostics(result: MergeResult, *, rank: int | None = None) -> list[d
         JSON-able rows ``{"module", "shape", "factored", "exact_rank", "rank", "norm",
         "retained_energy", "rel_error"}``.
     """
-    _check_rank(rank)
+    check_rank(rank)
     return [asdict(_plan_module(name, m, rank)[0]) for name, m in result.modules.items()]
 
 
@@ -206,7 +206,7 @@ def export_merge(
     from merging_core import io
     from merging_core.recipe import recipe_for_export, recipe_to_json
 
-    _check_rank(rank)
+    check_rank(rank)
     target = Path(path)
     if target.exists() and not overwrite:
         raise ValueError(f"export path {str(target)!r} already exists; pass overwrite=True")
@@ -235,7 +235,8 @@ def export_merge(
     return ExportReport(Path(written), rank, report.modules, report.num_params)
 
 
-def _check_rank(rank: int | None) -> None:
+def check_rank(rank: int | None) -> None:
+    """``ValueError`` unless ``rank`` is None or a positive int (bools refused)."""
     if rank is None:
         return
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from merging_core.adapters import AdapterSet
-from merging_core.export import DENSE_RANK_CAP, ExportReport, export_merge
+from merging_core.export import DENSE_RANK_CAP, ExportReport, check_rank, export_merge
 from merging_core.merge import Progress, merge
 from merging_core.methods import MethodInfo, get_method
 from merging_core.recipe import (
@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"--out {str(args.out)!r} already exists; pass --overwrite to replace it")
+    check_rank(args.rank)
     bar = None if args.no_progress else TextBar(sys.stderr)
     try:
         report, summary = _replay(args, bar) if args.recipe else _merge(args, bar)
