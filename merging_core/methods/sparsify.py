@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 
 SignMethod = Literal["total", "frequency"]
@@ -113,23 +114,27 @@ def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
     return mags.view(torch.int32)
 
 
-def _histogram(chunks: Iterable[torch.Tensor], *, prefix: int | None) -> torch.Tensor:
-    """Counts of the high 16 bits, or the low 16 bits of entries whose high 16 are ``prefix``."""
-    counts = torch.zeros(_BINS, dtype=torch.int64)
+def _histogram(chunks: Iterable[torch.Tensor], *, prefix: int | None) -> np.ndarray:
+    """Counts of the high 16 bits, or the low 16 bits of entries whose high 16 are ``prefix``.
+
+    The 65 536-bin bookkeeping runs in NumPy: single-threaded and cheap, where torch's
+    multi-threaded kernels on 64K-element tensors stall on a busy machine.
+    """
+    counts = np.zeros(_BINS, dtype=np.int64)
     for chunk in chunks:
         bits = _magnitude_bits(chunk)
         if prefix is None:
             keys = bits >> _LOW_BITS
         else:
             keys = bits[(bits >> _LOW_BITS) == prefix] & (_BINS - 1)
-        counts += torch.bincount(keys.long(), minlength=_BINS)
+        counts += np.bincount(keys.numpy(), minlength=_BINS)
     return counts
 
 
-def _select_bucket(counts: torch.Tensor, k: int) -> tuple[int, int]:
+def _select_bucket(counts: np.ndarray, k: int) -> tuple[int, int]:
     """Bucket holding the ``k``-th largest entry, and that entry's rank inside the bucket."""
-    at_or_above = counts.flip(0).cumsum(0).flip(0)  # (bins,) entries in this bucket or higher
-    bucket = int((at_or_above >= k).nonzero().max())
+    at_or_above = np.cumsum(counts[::-1])[::-1]  # (bins,) entries in this bucket or higher
+    bucket = int(np.flatnonzero(at_or_above >= k).max())
     above = int(at_or_above[bucket] - counts[bucket])
     return bucket, k - above
 
