@@ -154,10 +154,10 @@ def iso_cts_factors(
     """
     _check_mode(mode)
     if mode == "official":
-        total = _dense_svd(_dense_sum(Bs, As))
+        floor, total = 0.0, _dense_svd(_dense_sum(Bs, As))
     else:
-        total = drop_below(sum_svd(Bs, As), noise_floor(Bs, As))
-    floor = 0.0 if mode == "official" else noise_floor(Bs, As)
+        floor = noise_floor(Bs, As)
+        total = drop_below(sum_svd(Bs, As), floor)
     k, s = split_budget(total.rank, len(Bs), common_fraction)
     common = total.truncate(k)[0]
     parts = [common] + [
