@@ -81,6 +81,13 @@ def negated(adapter_set: AdapterSet, index: int) -> AdapterSet:
     return map_factors(adapter_set, lambda t, m: (-m.B if t == index else m.B, m.A))
 
 
+def twin(adapter_set: AdapterSet, index: int = 0) -> AdapterSet:
+    """Two copies of adapter ``index`` (named ``<name>`` and ``<name>_copy``)."""
+    first = adapter_set.adapters[index]
+    copy = Adapter(name=f"{first.name}_copy", modules=dict(first.modules), config=first.config)
+    return AdapterSet.from_adapters([first, copy])
+
+
 def from_deltas(deltas: Sequence[dict[str, torch.Tensor]]) -> AdapterSet:
     """Adapters whose ΔW are given exactly: ``B = I``, ``A = ΔW`` (for hand-computed cases)."""
     adapters = []
@@ -132,6 +139,12 @@ def reparam() -> Callable[..., AdapterSet]:
 def negate() -> Callable[[AdapterSet, int], AdapterSet]:
     """The :func:`negated` helper: flip one adapter's sign."""
     return negated
+
+
+@pytest.fixture
+def twin_of() -> Callable[..., AdapterSet]:
+    """The :func:`twin` helper: two copies of one adapter (cancellation tests)."""
+    return twin
 
 
 @pytest.fixture

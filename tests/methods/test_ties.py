@@ -4,7 +4,7 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from merging_core import Adapter, AdapterSet, merge
+from merging_core import merge
 from merging_core.methods.ties import ties
 
 
@@ -32,14 +32,6 @@ def _official_ties(per_task: list[list[torch.Tensor]], *, density, scaling, weig
     ]
 
 
-def _twin(adapter_set):
-    """Two copies of the first adapter (named t0 and t1)."""
-    first = adapter_set.adapters[0]
-    return AdapterSet.from_adapters(
-        [first, Adapter(name="t1", modules=dict(first.modules), config=first.config)]
-    )
-
-
 def test_golden_two_by_two(set_from_deltas):
     # density 0.5 keeps 2 of 4 per task: τ1 -> [[3, 0], [0, 2]], τ2 -> [[-4, -2], [0, 0]]
     # elected signs [[-, -], [tie, +]]: the 3 of task 1 loses to the -4 of task 2
@@ -62,15 +54,15 @@ def test_single_adapter_at_density_one_comes_back_exactly(single_set, threshold)
 
 
 @pytest.mark.parametrize("threshold", ["global", "per_tensor"])
-def test_w_and_minus_w_cancel(pair_set, negate, threshold):
-    s = negate(_twin(pair_set), 1)
+def test_w_and_minus_w_cancel(pair_set, twin_of, negate, threshold):
+    s = negate(twin_of(pair_set), 1)
     res = merge(s, "ties", density=0.3, threshold=threshold)
     for name in s.modules:
         assert torch.count_nonzero(res.delta(name)) == 0
 
 
-def test_weights_one_and_minus_one_on_identical_adapters_cancel(pair_set):
-    res = merge(_twin(pair_set), "ties", density=0.5, weights=[1.0, -1.0])
+def test_weights_one_and_minus_one_on_identical_adapters_cancel(pair_set, twin_of):
+    res = merge(twin_of(pair_set), "ties", density=0.5, weights=[1.0, -1.0])
     for name in pair_set.modules:
         assert torch.count_nonzero(res.delta(name)) == 0
 
