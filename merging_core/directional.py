@@ -78,15 +78,17 @@ class DirectionBank:
         return DirectionBank(self.B.to(device), self.A.to(device), self.owner.to(device), self.fold)
 
     def apply(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        """``(..., d_in) -> (..., d_out)``: ``B fold(φ ⊙ (A x))``."""
-        z = (x @ self.A.T) * phi  # (..., K)
-        if self.fold > 1:
-            z = z.unflatten(-1, (self.fold, -1)).sum(dim=-2)  # (..., F, R) -> (..., R)
-        return z @ self.B.T  # (..., R) @ (R, d_out)
+        """``(..., d_in) -> (..., d_out)``: ``B fold(φ ⊙ (A x)) = B (A_φ x)``.
+
+        ``A_φ = Σ_f diag(φ_f) A_f`` ``(R, d_in)`` is formed first (``K·d_in`` work), so the
+        per-token cost is ``R·(d_in + d_out)`` whatever the fold (F times less than ``A x``).
+        """
+        _, A_phi = self.merged_factors(phi)
+        return (x @ A_phi.T) @ self.B.T  # (..., d_in) @ (d_in, R) @ (R, d_out)
 
     def merged_factors(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact factors of ``ΔW(φ)``: ``B (d_out, R)`` and ``Σ_f diag(φ_f) A_f`` ``(R, d_in)``."""
-        weighted = phi.reshape(-1, 1).to(self.A) * self.A  # (K, d_in)
+        weighted = phi.reshape(-1, 1).to(self.A.dtype) * self.A  # (K, d_in)
         return self.B, weighted.unflatten(0, (self.fold, -1)).sum(dim=0)
 
     def direction_norms(self) -> torch.Tensor:
@@ -410,18 +412,28 @@ def _one_step(context, tasks, streams, hooks, coefficients, objective, opt, conf
     total, entropies = 0.0, torch.zeros(len(tasks))
     for _ in range(config.batches_per_step):
         hooks.set(coefficients())
-        H = torch.stack(
-            [
-                task_entropy(context, t, context.unlabeled[t][s.next()])
-                for t, s in zip(tasks, streams, strict=True)
-            ]
-        )  # (N,)
+        batches = [context.unlabeled[t][s.next()] for t, s in zip(tasks, streams, strict=True)]
+        H = batch_entropies(context, tasks, batches)  # (N,)
         loss = objective(H)
         loss.backward()
         total += float(loss.detach())
         entropies += H.detach().cpu()
     opt.step()
     return total / config.batches_per_step, (entropies / config.batches_per_step).tolist()
+
+
+def batch_entropies(
+    context: Any, tasks: Sequence[int], batches: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """``(N,)`` mean entropies, one encoder pass over all tasks' batches concatenated.
+
+    The encoder is per-sample (eval mode), so one pass equals N separate passes, only faster.
+    """
+    x = torch.cat([b.to(context.device) for b in batches])
+    features = context.encoder(x).split([b.shape[0] for b in batches])
+    return torch.stack(
+        [mean_entropy(context.logits(t, f)) for t, f in zip(tasks, features, strict=True)]
+    )
 
 
 def merged_result(
