@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from merging_core.adapters import Adapter, AdapterConfig, LoraModule
 
@@ -58,7 +57,7 @@ class AdapterLoadError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 _LINEAR_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<side>[AB])\.weight")
-_EMBEDDING_KEY = re.compile(r"(?P<module>.+)\.lora_embedding_(?P<side>[AB])")
+_EMBEDDING_KEY = re.compile(r"(?P<module>.+)\.lora_embedding_(?P<side>[AB])(?:\.weight)?")
 _MUTATING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
 
 
@@ -84,11 +83,10 @@ def load_adapter(path: str | os.PathLike[str], *, name: str | None = None) -> Ad
     """
     root = _adapter_dir(Path(path))
     config_file, weights_file = root / CONFIG_NAME, root / WEIGHTS_NAME
-    notes = [
-        f"{p.name} is a pickle file and was ignored (never opened)"
-        for p in sorted(root.iterdir())
-        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES
-    ]
+    notes = _ignored_pickle_notes(p.name for p in root.iterdir() if p.is_file())
+    subs = sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file())
+    if subs:
+        notes.append(f"more adapters in sub-folders, not loaded here: {', '.join(subs)}")
     return _build_adapter(
         config=(config_file.read_bytes(), str(config_file)),
         weights=(weights_file.read_bytes(), str(weights_file)),
@@ -143,8 +141,16 @@ def load_adapter_from_files(files: Mapping[str, bytes], *, name: str) -> Adapter
         weights=(by_name[weights_name], f"uploaded {weights_name}"),
         name=name,
         source="",
-        notes=[],
+        notes=_ignored_pickle_notes(by_name),
     )
+
+
+def _ignored_pickle_notes(file_names: Iterable[str]) -> list[str]:
+    return [
+        f"{n} is a pickle file and was ignored (never opened)"
+        for n in sorted(file_names)
+        if n.lower().endswith(PICKLE_SUFFIXES)
+    ]
 
 
 def _uploaded_weights_name(by_name: Mapping[str, bytes]) -> str:
@@ -361,6 +367,8 @@ def _pattern(
 
 
 def _positive_int(value: Any, label: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON writers may emit 8.0
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise AdapterLoadError(f"{label} must be a positive integer, got {value!r}")
     return value
@@ -422,6 +430,11 @@ def _group_tensors(
         if entry["kind"] != kind:
             raise AdapterLoadError(
                 f"{where}: module {match['module']!r} has both linear and embedding factors"
+            )
+        if match["side"] in entry:
+            raise AdapterLoadError(
+                f"{where}: module {match['module']!r} has two lora_{match['side']} tensors "
+                "(with and without the base_model.model. prefix?)"
             )
         entry[match["side"]] = tensor
     return parts, other
@@ -568,7 +581,7 @@ def save_adapter(
     )
     files: dict[str, bytes] = {
         CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(),
-        WEIGHTS_NAME: st_save(tensors, metadata=_metadata_for_save(metadata)),
+        WEIGHTS_NAME: _safetensors_bytes(tensors, _metadata_for_save(metadata)),
     }
     files.update(_extra_files_for_save(extra_files))
     _write_dir_atomically(target, files, overwrite=overwrite)
@@ -596,6 +609,8 @@ def _check_modules_for_save(modules: Mapping[str, LoraModule]) -> bool:
             raise TypeError(f"module {name!r} must be a LoraModule, got {type(mod).__name__}")
         if not (torch.isfinite(mod.A).all() and torch.isfinite(mod.B).all()):
             raise ValueError(f"module {name!r} has NaN or Inf in its factors; refusing to save")
+        if mod.rank == 0:
+            raise ValueError(f"module {name!r} has rank 0; PEFT needs r >= 1 (drop the module)")
         if mod.kind == "embedding" and not mod.transposed:
             raise ValueError(f"embedding module {name!r} must have transposed=True, got False")
     layouts = {m.transposed for m in modules.values() if m.kind == "linear"}
@@ -669,6 +684,30 @@ def _rank_pattern_for_save(ranks: Mapping[str, int]) -> dict[str, int]:
     except re.error:
         pass  # a name that is not a valid regex: fall through to the escaped form
     return {re.escape(k): ranks[k] for k in keys}
+
+
+def _safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """Serialise float32 tensors to safetensors bytes, deterministically.
+
+    ``safetensors.torch.save`` writes metadata keys in a random order, so the same adapter
+    would hash differently run to run. The format is simple (8-byte little-endian header
+    length, JSON header padded with spaces to 8 bytes, raw little-endian data), so we write it
+    with sorted keys and get identical bytes for identical inputs.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for key in sorted(tensors):
+        data = tensors[key].numpy().astype("<f4", copy=False).tobytes()
+        header[key] = {
+            "dtype": "F32",
+            "shape": list(tensors[key].shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
 
 
 def _metadata_for_save(metadata: Mapping[str, str] | None) -> dict[str, str]:

@@ -281,3 +281,35 @@ def test_failed_swap_restores_the_old_adapter(tmp_path, monkeypatch):
         save_adapter(path, {"fc": _mod(2, 2, 1, 1)}, overwrite=True)
     assert (path / WEIGHTS_NAME).read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_save_is_byte_for_byte_deterministic(tmp_path):
+    mods = {"b.fc": _mod(4, 3, 2, 0), "a.fc": _mod(3, 4, 1, 1)}
+    meta = {"z": "3", "recipe": "ta", "a": "1"}
+    one = save_adapter(tmp_path / "one", mods, metadata=meta)
+    two = save_adapter(tmp_path / "two", mods, metadata=dict(reversed(meta.items())))
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    assert load_adapter(one).sha256 == load_adapter(two).sha256
+
+
+def test_save_refuses_rank_zero(tmp_path):
+    empty = LoraModule(B=torch.zeros(3, 0), A=torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="'fc' has rank 0"):
+        save_adapter(tmp_path / "z", {"fc": empty})
+
+
+def test_root_adapter_notes_sub_folder_adapters(tmp_path):
+    root = save_adapter(tmp_path / "multi", {"fc": _mod(2, 2, 1, 0)})
+    save_adapter(root / "second", {"fc": _mod(2, 2, 1, 1)})
+    adapter = load_adapter(root)
+    assert any("sub-folders" in w and "second" in w for w in adapter.warnings)
+
+
+def test_lenient_spellings_peft_also_writes(tmp_path):
+    m = _mod(3, 5, 2, 0)
+    config = {"peft_type": "LORA", "r": 2.0, "lora_alpha": 4}  # r as a JSON float
+    tensors = {f"{P}emb.lora_embedding_A.weight": m.A, f"{P}emb.lora_embedding_B.weight": m.B}
+    _write(tmp_path / "l", config, tensors)
+    adapter = load_adapter(tmp_path / "l")
+    torch.testing.assert_close(adapter.delta("emb"), 2.0 * (m.B @ m.A).T)

@@ -321,3 +321,47 @@ def test_round_trip_gpt2_transposed_through_peft(tmp_path):
     assert back.config.fan_in_fan_out and back.config.task_type == "CAUSAL_LM"
     for name, mod in modules.items():
         assert torch.equal(back.modules[name].B, mod.B) and back.modules[name].transposed
+
+
+def test_pattern_lookup_agrees_with_peft_get_pattern_key():
+    import random
+
+    from peft.utils.other import get_pattern_key
+
+    from merging_core.io import pattern_value
+
+    rng = random.Random(0)
+    parts = ["model", "layers", "0", "1", "12", "q_proj", "v_proj", "attn", "mlp", "up"]
+    keys = ["q_proj", "layers.1.q_proj", r"layers\.\d+\.v_proj", "attn.q_proj", "1.up", "proj"]
+    keys += ["mlp.up", "model.layers.0.attn.v_proj", r".*\.0\..*", "layers"]
+    for _ in range(300):
+        path = ".".join(rng.choice(parts) for _ in range(rng.randint(1, 5)))
+        pattern = {k: i for i, k in enumerate(rng.sample(keys, rng.randint(0, 5)))}
+        peft_key = get_pattern_key(pattern.keys(), path)
+        assert pattern_value(pattern, path, default=-1) == pattern.get(peft_key, -1), (
+            path,
+            pattern,
+        )
+
+
+def test_round_trip_with_names_that_collide_as_regexes(tmp_path):
+    """``a.b`` read as a regex also matches ``a_b``, and ``q`` is a suffix of ``blk.q``."""
+    model = nn.Module()
+    model.a_b = nn.Linear(4, 4)
+    model.a = nn.ModuleDict({"b": nn.Linear(4, 4)})
+    model.q = nn.Linear(4, 4)
+    model.blk = nn.ModuleDict({"q": nn.Linear(4, 4)})
+    modules = _random_modules(
+        {
+            "a_b": (4, 4, 3, "linear"),
+            "a.b": (4, 4, 1, "linear"),
+            "q": (4, 4, 2, "linear"),
+            "blk.q": (4, 4, 4, "linear"),
+        }
+    )
+    path = save_adapter(tmp_path / "tricky", modules)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), path)
+    deltas = _peft_deltas(peft_model)
+    assert set(deltas) == set(modules)
+    for name, mod in modules.items():
+        torch.testing.assert_close(deltas[name], mod.delta(), rtol=1e-6, atol=1e-7)

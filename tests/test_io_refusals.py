@@ -265,3 +265,19 @@ def test_upload_refusals(adapter_dir):
         load_adapter_from_files({CONFIG_NAME: b"{}", WEIGHTS_NAME: weights[:50]}, name="up")
     with pytest.raises(ValueError, match="non-empty name"):
         load_adapter_from_files({CONFIG_NAME: b"{}", WEIGHTS_NAME: weights}, name="")
+
+
+def test_same_factor_with_and_without_prefix_is_refused(adapter_dir):
+    key = "base_model.model.layers.0.q.lora_A.weight"
+    _edit_tensors(adapter_dir, lambda t: {**t, key.removeprefix("base_model.model."): t[key] + 1})
+    with pytest.raises(AdapterLoadError, match="two lora_A tensors"):
+        load_adapter(adapter_dir)
+
+
+def test_pickle_in_upload_next_to_safetensors_is_ignored_and_noted(adapter_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    files = {n: (adapter_dir / n).read_bytes() for n in (CONFIG_NAME, WEIGHTS_NAME)}
+    files["adapter_model.bin"] = _evil_pickle(marker)
+    adapter = load_adapter_from_files(files, name="up")
+    assert any("adapter_model.bin" in w and "never opened" in w for w in adapter.warnings)
+    assert not marker.exists()
