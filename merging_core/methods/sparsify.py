@@ -86,17 +86,14 @@ def magnitude_threshold(
         density: fraction kept, in (0, 1].
 
     Returns:
-        The threshold as a float; ``inf`` when ``k == 0`` (nothing is kept).
+        The threshold as a float; ``inf`` when ``k == 0`` (nothing is kept, or no entries).
 
     Raises:
-        ValueError: bad density, no entries, or a non-finite entry.
+        ValueError: bad density or a non-finite entry.
     """
     check_density(density)
     high = _histogram(make_chunks(), prefix=None)  # (65536,) counts of the top 16 bits
-    total = int(high.sum())
-    if total == 0:
-        raise ValueError("cannot find a trim threshold over zero entries")
-    k = kept_count(density, total)
+    k = kept_count(density, int(high.sum()))
     if k == 0:
         return math.inf
     top, rest = _select_bucket(high, k)

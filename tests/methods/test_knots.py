@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from merging_core import merge
+from merging_core import Adapter, AdapterSet, merge
 from merging_core.methods.knots import aligned_blocks, knots
 
 
@@ -147,3 +147,20 @@ def test_progress_reaches_one(tiny_set):
 def test_bad_variant_names_the_value(tiny_set):
     with pytest.raises(ValueError, match="variant must be one of .*got 'iso'"):
         knots(tiny_set, variant="iso")
+
+
+@pytest.mark.parametrize("variant", ["ta", "ties", "dare"])
+def test_all_untrained_adapters_give_zero(tiny_set, variant):
+    zero = AdapterSet.from_adapters(
+        [
+            Adapter(
+                a.name,
+                {n: m.with_factors(torch.zeros_like(m.B), m.A) for n, m in a.modules.items()},
+            )
+            for a in tiny_set
+        ]
+    )
+    res = merge(zero, "knots", variant=variant)
+    for name in zero.modules:
+        assert res.modules[name].factors.rank == 0  # every shared component is below the floor
+        assert torch.count_nonzero(res.delta(name)) == 0

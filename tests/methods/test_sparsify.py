@@ -85,11 +85,12 @@ class TestMagnitudeThreshold:
         thr = magnitude_threshold(lambda: iter([torch.zeros(4, 4)]), density=0.3)
         assert thr == 0.0
 
-    def test_rejects_non_finite_and_empty(self):
+    def test_no_entries_keep_nothing(self):
+        assert magnitude_threshold(lambda: iter([torch.zeros(0, 16)]), density=0.5) == math.inf
+
+    def test_rejects_non_finite(self):
         with pytest.raises(ValueError, match="NaN or infinite"):
             magnitude_threshold(lambda: iter([torch.tensor([1.0, math.nan])]), density=0.5)
-        with pytest.raises(ValueError, match="zero entries"):
-            magnitude_threshold(lambda: iter([]), density=0.5)
 
 
 class TestElectSign:
