@@ -131,7 +131,8 @@ def load_adapter_from_files(files: Mapping[str, bytes], *, name: str) -> Adapter
     by_name = {Path(k).name: bytes(v) for k, v in files.items()}
     weights_name = _uploaded_weights_name(by_name)
     if CONFIG_NAME not in by_name:
-        _refuse_foreign(_safetensors_keys(by_name[weights_name], f"uploaded {weights_name}"), name)
+        label = f"uploaded {weights_name}"
+        _refuse_foreign(_safetensors_keys(by_name[weights_name], label), label)
         raise AdapterLoadError(
             f"uploaded adapter {name!r}: {CONFIG_NAME} is missing (got {_names(by_name)}); "
             "a PEFT adapter needs both its config and its weights"

@@ -139,20 +139,21 @@ def test_rank_and_alpha_patterns_follow_peft_matching(tmp_path):
     }
 
 
-def test_bf16_on_disk_is_upcast(tmp_path):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_disk_is_upcast(tmp_path, dtype):
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q", "v"])
-    peft_model = get_peft_model(_toy(), config).to(torch.bfloat16)
+    peft_model = get_peft_model(_toy(), config).to(dtype)
     _perturb(peft_model)
-    peft_model.save_pretrained(tmp_path / "bf16")
-    on_disk = load_file(tmp_path / "bf16" / WEIGHTS_NAME)
-    assert {t.dtype for t in on_disk.values()} == {torch.bfloat16}
-    adapter = load_adapter(tmp_path / "bf16")
+    peft_model.save_pretrained(tmp_path / "half")
+    on_disk = load_file(tmp_path / "half" / WEIGHTS_NAME)
+    assert {t.dtype for t in on_disk.values()} == {dtype}
+    adapter = load_adapter(tmp_path / "half")
     for name, mod in adapter.modules.items():
         assert mod.A.dtype == mod.B.dtype == torch.float32
         a = on_disk[f"base_model.model.{name}.lora_A.weight"].float()
         b = on_disk[f"base_model.model.{name}.lora_B.weight"].float()
         torch.testing.assert_close(adapter.delta(name), 4.0 * b @ a)  # exact upcast reference
-    # PEFT's own delta is rounded back to bf16: agree to bf16 precision.
+    # PEFT's own delta is rounded back to the half dtype: agree to that precision.
     _assert_parity(adapter, peft_model, rtol=1e-2, atol=1e-2)
 
 
