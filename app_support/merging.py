@@ -8,8 +8,8 @@ after creation. (``st.cache_resource`` cannot be used: the progress bar is drawn
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -17,29 +17,20 @@ import torch
 
 from app_support import state
 from app_support.library import device_label
+from app_support.session_cache import progress_bar, remember
 from merging_core.adapters import AdapterSet
 from merging_core.factors import frobenius_norm, inner_product
 from merging_core.merge import MergedModule, MergeResult, merge
+from merging_core.methods import get_method
 
 Progress = Callable[[float, str], None]
-MERGE_CACHE_SIZE = 32
+WARM_TAG = "preference"  # registry tag of methods whose function accepts ``init_phi``
+WARM_KEY = "phi"  # where such a result keeps its learned coefficients
 
 
 def params_key(params: Mapping[str, Any]) -> str:
     """Stable text form of merge parameters (cache key and recipe)."""
     return json.dumps(dict(params), sort_keys=True, default=list)
-
-
-def _remember(key: tuple[Any, ...], compute: Callable[[], MergeResult]) -> MergeResult:
-    """Per-session LRU of merge results (a progress bar cannot live inside ``st.cache_*``)."""
-    cache = st.session_state.setdefault(state.MERGE_CACHE, OrderedDict())
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    cache[key] = compute()
-    while len(cache) > MERGE_CACHE_SIZE:
-        cache.popitem(last=False)
-    return cache[key]
 
 
 def run_with_progress(
@@ -51,24 +42,53 @@ def run_with_progress(
     seed: int = 0,
     context: Any = None,
 ) -> MergeResult:
-    """Run (or fetch) a merge while a progress bar names the device it runs on."""
-    device = device_label()
-    bar = st.progress(0.0, text=f"Merging on {device}…")
+    """Run (or fetch) a merge while a progress bar names the device it runs on.
 
-    def report(fraction: float, message: str) -> None:
-        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{message} · {device}")
-
-    key = (set_key, method, params_key(params), int(seed), context is not None)
+    Methods tagged ``preference`` (TARA) are warm-started from the coefficients of this
+    session's previous run of the same method on the same adapters (``extras["phi"]``).
+    """
+    report, done = progress_bar(f"Merging on {device_label()}:")
+    warm = warm_start_for(method, set_key)
+    key = (set_key, method, params_key(params), int(seed), context is not None, warm[0])
     try:
-        result = _remember(
+        result = remember(
+            "merge",
             key,
-            lambda: merge(
-                adapter_set, method, seed=int(seed), progress=report, context=context, **params
-            ),
+            lambda: _merge(adapter_set, method, params, seed, context, report, warm[1]),
         )
     finally:
-        bar.empty()
+        done()
+    if isinstance(result.extras.get(WARM_KEY), Mapping):
+        store = st.session_state[state.WARM_START]
+        store[(method, set_key)] = (warm[0] + 1, result.extras[WARM_KEY])
     return result
+
+
+def warm_start_for(method: str, set_key: str) -> tuple[int, Mapping[str, Any] | None]:
+    """(generation, coefficients) of the last warm-startable run, or (0, None)."""
+    if WARM_TAG not in get_method(method).tags:
+        return 0, None
+    return st.session_state[state.WARM_START].get((method, set_key), (0, None))
+
+
+def _merge(adapter_set, method, params, seed, context, report, init_phi) -> MergeResult:
+    if init_phi is None:
+        return merge(
+            adapter_set, method, seed=int(seed), progress=report, context=context, **params
+        )
+    # Same as merging_core.merge.merge, plus the warm start its registered function forwards.
+    info = get_method(method)
+    checked = info.validate_params(params)
+    generator = torch.Generator().manual_seed(int(seed))
+    raw = info.fn(
+        adapter_set,
+        context=context,
+        generator=generator,
+        progress=report,
+        init_phi=init_phi,
+        **checked,
+    )
+    return replace(raw, method=info.name, params=checked, seed=int(seed))
 
 
 def identity_error(adapter_set: AdapterSet, name: str) -> float:

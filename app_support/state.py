@@ -21,7 +21,7 @@ WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm sta
 PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
 EXPORT_DIR = "export_dir"  # str: last export folder
-MERGE_CACHE = "merge_cache"  # OrderedDict: per-session LRU of merge results (app_support.merging)
+RESULT_CACHE = "result_cache"  # dict of per-session LRUs (app_support.session_cache)
 
 METHOD = "merge.method"  # widget key, bound to the URL (query parameter "merge.method")
 SEED = "merge.seed"  # widget key, bound to the URL

@@ -1,0 +1,43 @@
+"""A small per-session LRU in ``st.session_state`` for results computed under a progress bar.
+
+``st.cache_data``/``st.cache_resource`` replay the elements a cached function draws, which breaks
+for a progress bar created outside the function; these results (merges, analyses, evaluations)
+are per-user anyway, so they live in the session, keyed by content hashes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
+import streamlit as st
+
+from app_support import state
+
+T = TypeVar("T")
+DEFAULT_SIZE = 32
+
+
+def remember(kind: str, key: Hashable, compute: Callable[[], T], *, size: int = DEFAULT_SIZE) -> T:
+    """``compute()`` once per (``kind``, ``key``) in this session; keeps the ``size`` newest."""
+    caches = st.session_state.setdefault(state.RESULT_CACHE, {})
+    cache: OrderedDict = caches.setdefault(kind, OrderedDict())
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = compute()
+    cache[key] = value
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value
+
+
+def progress_bar(label: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """An ``st.progress`` bar and its ``callback(fraction, message)``; call the 2nd to remove it."""
+    bar = st.progress(0.0, text=label)
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label} {message}")
+
+    return report, bar.empty
