@@ -6,8 +6,10 @@ Space: factors. Each targeted module carries a *direction bank* ``(B, A, fold)``
     ΔW(φ) = B · Σ_f diag(φ_f) A_f          (A_f = rows f·R … (f+1)·R − 1 of A, φ_f likewise)
 
 and the forward adds ``B (fold(φ ⊙ (A x)))`` to the frozen module's output through a forward hook,
-so no ``d_out × d_in`` matrix is ever formed, in training or at export (the merged factors are
-``B`` and ``Σ_f diag(φ_f) A_f``, rank ``R``).
+so no ``d_out × d_in`` matrix is formed, in training or at export (the merged factors are ``B``
+and ``Σ_f diag(φ_f) A_f``, rank ``R``). The one exception is a cost choice: when ``R`` is so high
+that the factored product costs more per token than the layer itself, the layer runs with
+``W_0 + B A_φ`` formed transiently (:class:`WeightedLoraHooks`); both routes are exact.
 
 * TARA-A (tara.md §2.1/3.2): ``B = [B_1 … B_N]``, ``A = [A_1; …; A_N]``, ``F = 1``; one ``φ`` per
   rank-1 LoRA direction.
@@ -146,34 +148,75 @@ def _linear_factors(adapter_set: AdapterSet, module: str) -> list:
 
 
 class WeightedLoraHooks:
-    """Forward hooks that add ``bank.apply(x, φ)`` to each targeted module's output.
+    """Adds ``ΔW(φ) x`` to each targeted module's output while active (a context manager).
 
-    Set the coefficients with :meth:`set` before each forward (they may require grad).
-    Use as a context manager; hooks are removed on exit, also on error.
+    Two exact routes per module, chosen by cost (``route="auto"``):
+
+    * ``factored``: a forward hook adds ``B (A_φ x)``; per token ``R·(d_in + d_out)``.
+    * ``dense``: for an ``nn.Linear`` whose factored rank is so high that
+      ``R·(d_in + d_out) ≥ d_in·d_out`` (e.g. TARA-B with ``R = Σ r_i ≥ d / 2``), the layer runs
+      ``linear(x, W_0 + B A_φ, bias)`` instead: ``B A_φ`` is formed once per forward
+      (``d_out·R·d_in``), transiently, and the per-token cost is the base layer's alone. This is
+      the only place a dense ΔW appears, and only where it is the cheaper way to the same value.
+
+    Set the coefficients with :meth:`set` before each forward (they may require grad). Hooks and
+    forward overrides are removed on exit, also on error.
     """
 
-    def __init__(self, encoder: nn.Module, banks: Mapping[str, DirectionBank]) -> None:
-        self.encoder = encoder
-        self.banks = dict(banks)
+    def __init__(
+        self, encoder: nn.Module, banks: Mapping[str, DirectionBank], *, route: str = "auto"
+    ) -> None:
+        if route not in ("auto", "factored", "dense"):
+            raise ValueError(f"route must be 'auto', 'factored' or 'dense', got {route!r}")
+        self.encoder, self.banks, self.route = encoder, dict(banks), route
         self.phi: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
+        self._overridden: list[nn.Module] = []
 
     def set(self, phi: Mapping[str, torch.Tensor]) -> None:
         self.phi = dict(phi)
 
     def __enter__(self) -> WeightedLoraHooks:
-        for path, bank in self.banks.items():
-            try:
-                layer = self.encoder.get_submodule(path)
-            except AttributeError:
-                raise KeyError(f"the encoder has no submodule {path!r} for this adapter") from None
-            self._handles.append(layer.register_forward_hook(self._hook(path, bank)))
+        try:
+            for path, bank in self.banks.items():
+                layer = self._layer(path)
+                if self._dense(layer, bank):
+                    layer.forward = self._merged_forward(layer, path, bank)
+                    self._overridden.append(layer)
+                else:
+                    self._handles.append(layer.register_forward_hook(self._hook(path, bank)))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
+        for layer in self._overridden:
+            del layer.forward  # back to the class's forward
         self._handles.clear()
+        self._overridden.clear()
+
+    def _layer(self, path: str) -> nn.Module:
+        try:
+            return self.encoder.get_submodule(path)
+        except AttributeError:
+            raise KeyError(f"the encoder has no submodule {path!r} for this adapter") from None
+
+    def _dense(self, layer: nn.Module, bank: DirectionBank) -> bool:
+        if self.route == "factored" or type(layer) is not nn.Linear:
+            return False
+        d_out, d_in = layer.weight.shape
+        return self.route == "dense" or bank.B.shape[1] * (d_in + d_out) >= d_in * d_out
+
+    def _merged_forward(self, layer: nn.Linear, path: str, bank: DirectionBank):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            B, A_phi = bank.merged_factors(self.phi[path])
+            weight = layer.weight + (B @ A_phi).to(layer.weight.dtype)  # (d_out, R) @ (R, d_in)
+            return nn.functional.linear(x, weight, layer.bias)
+
+        return forward
 
     def _hook(self, path: str, bank: DirectionBank) -> Callable[..., torch.Tensor]:
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):

@@ -47,8 +47,9 @@ def test_init_point_is_task_arithmetic_at_04(toy_adapters, toy_context, variant)
         torch.testing.assert_close(run.result.delta(path), dense, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("route", ["auto", "factored", "dense"])
 @pytest.mark.parametrize("build", [bank_variant_a, bank_variant_b])
-def test_hooked_forward_matches_dense_weights(toy_adapters, toy_context, build):
+def test_hooked_forward_matches_dense_weights(toy_adapters, toy_context, build, route):
     banks = {p: build(toy_adapters, p) for p in MODULES}
     g = torch.Generator().manual_seed(5)
     phi = {p: torch.randn(b.size, generator=g) for p, b in banks.items()}
@@ -56,11 +57,24 @@ def test_hooked_forward_matches_dense_weights(toy_adapters, toy_context, build):
         p: b.merged_factors(phi[p])[0] @ b.merged_factors(phi[p])[1] for p, b in banks.items()
     }
     x = toy_context.unlabeled[0]
-    with WeightedLoraHooks(toy_context.encoder, banks) as hooks, torch.no_grad():
+    with WeightedLoraHooks(toy_context.encoder, banks, route=route) as hooks, torch.no_grad():
         hooks.set(phi)
         hooked = toy_context.encoder(x)
     torch.testing.assert_close(hooked, dense_encoder(toy_context, deltas)(x), atol=1e-5, rtol=1e-5)
     assert toy_context.encoder(x).sub(hooked).abs().max() > 1e-3  # hooks really were removed
+    assert "forward" not in vars(toy_context.encoder.fc1)
+
+
+def test_routes_give_the_same_gradients(toy_adapters, toy_context):
+    banks = {p: bank_variant_b(toy_adapters, p) for p in MODULES}
+    grads = []
+    for route in ("factored", "dense"):
+        phi = {p: torch.full((b.size,), 0.3, requires_grad=True) for p, b in banks.items()}
+        with WeightedLoraHooks(toy_context.encoder, banks, route=route) as hooks:
+            hooks.set(phi)
+            toy_context.encoder(toy_context.unlabeled[1]).square().sum().backward()
+        grads.append(torch.cat([phi[p].grad for p in MODULES]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
 
 def test_variant_b_bank_reconstructs_each_task_exactly(toy_adapters):
