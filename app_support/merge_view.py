@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app_support.merging import weight_space_agreement
+from app_support.merging import weight_space_retention
 from merging_core import figures
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergeResult
@@ -28,14 +28,16 @@ def describe_method(info: Any) -> None:
 
 
 def agreement_chart(adapter_set: AdapterSet, result: MergeResult) -> None:
-    """Bars: cosine between the merged update and each task's own update (no data needed)."""
-    cosines = weight_space_agreement(adapter_set, result)
+    """Bars per task: cosine with, and effective coefficient of, its update (no data needed)."""
+    kept = weight_space_retention(adapter_set, result)
     fig = figures.task_bars(
-        {"merged vs task update": cosines},
+        {
+            "cosine(merged ΔW, task ΔW)": kept["cosine"],
+            "effective coefficient ⟨merged, task⟩ / ‖task‖²": kept["coefficient"],
+        },
         title="How much of each task's update the merge keeps (weight space, no data)",
-        y_title="cosine(merged ΔW, task ΔW)",
+        y_title="value",
     )
-    fig.update_yaxes(range=[min(0.0, min(cosines.values(), default=0.0)), 1.0])
     st.plotly_chart(fig, key="merge.agreement_chart", width="stretch")
 
 

@@ -108,11 +108,17 @@ def identity_error(adapter_set: AdapterSet, name: str) -> float:
     return worst
 
 
-def weight_space_agreement(adapter_set: AdapterSet, result: MergeResult) -> dict[str, float]:
-    """Cosine between the merged update and each task's update, summed over modules (no data).
+def weight_space_retention(
+    adapter_set: AdapterSet, result: MergeResult
+) -> dict[str, dict[str, float]]:
+    """Per task, how much of its update the merge keeps, measured in weight space (no data).
 
-    Space: ΔW (via factors). ``cos_t = Σ_m ⟨ΔW_m, ΔW_{t,m}⟩ / sqrt(Σ_m ‖ΔW_m‖² · Σ_m ‖ΔW_{t,m}‖²)``,
-    computed with Gram traces, never a dense product of factors.
+    Space: ΔW (via factors, Gram traces; nothing dense unless the merge itself is dense).
+    Summed over modules m, with ``M`` the merged update and ``T`` the task's update:
+
+    * ``cosine``: ``Σ⟨M, T⟩ / sqrt(Σ‖M‖² Σ‖T‖²)`` (direction kept; scale-free);
+    * ``coefficient``: ``Σ⟨M, T⟩ / Σ‖T‖²`` (the task's effective weight in the merge: λ·w_t for
+      Task Arithmetic on orthogonal tasks).
     """
     dots = dict.fromkeys(adapter_set.names, 0.0)
     task_sq = dict.fromkeys(adapter_set.names, 0.0)
@@ -124,8 +130,13 @@ def weight_space_agreement(adapter_set: AdapterSet, result: MergeResult) -> dict
             lora = adapter.modules[module]
             dots[adapter.name] += _inner(merged, lora.B, lora.A)
             task_sq[adapter.name] += frobenius_norm(lora.B, lora.A) ** 2
-    denom = {n: (merged_sq * task_sq[n]) ** 0.5 for n in dots}
-    return {n: dots[n] / denom[n] if denom[n] > 0 else 0.0 for n in dots}
+    cosine = {n: _ratio(dots[n], (merged_sq * task_sq[n]) ** 0.5) for n in dots}
+    coefficient = {n: _ratio(dots[n], task_sq[n]) for n in dots}
+    return {"cosine": cosine, "coefficient": coefficient}
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else 0.0
 
 
 def _inner(merged: MergedModule, B: torch.Tensor, A: torch.Tensor) -> float:

@@ -188,7 +188,9 @@ def line_chart(
         )
     fig.update_layout(hovermode="x unified")
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", dtick=1, minor={"showgrid": True})
+    if all(isinstance(v, int) for v in x) and len(x) <= 40:
+        fig.update_xaxes(dtick=1)  # whole-number x (indices): no 1.5 ticks
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height)
 
 
@@ -219,7 +221,9 @@ def spectra_chart(
             mode="lines+markers",
             line={"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
         )
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1, minor={"showgrid": True}, exponentformat="power")
+    if max(len(v) for v in clean.values()) <= 20:
+        fig.update_xaxes(dtick=1)
     y_title = "σ_k / σ_1" if normalise else "singular value σ_k"
     return _layout(fig, title=title, x_title="index k", y_title=y_title, height=height)
 

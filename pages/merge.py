@@ -40,9 +40,9 @@ method = st.selectbox(
 info = methods[method]
 merge_view.describe_method(info)
 context, no_data = task_context(adapter_set)
-if info.needs_data and context is None:
+blocked = info.needs_data and context is None
+if blocked:
     st.info(f"{info.pretty_name} learns from unlabeled task data, which is missing: {no_data}.")
-    st.stop()
 
 
 @st.fragment
@@ -56,7 +56,7 @@ def settings_and_results() -> None:
             "Data-free merges re-run on every change. The URL keeps these settings: "
             "copy it to share this what-if."
         )
-    elif not st.button("Run merge", type="primary", key="merge.run"):
+    elif not st.button("Run merge", type="primary", key="merge.run", disabled=blocked):
         show_last()
         return
     try:

@@ -90,3 +90,23 @@ def test_pending_settings_load_into_widgets(app_page, adapters):
     assert at.selectbox(key=state.METHOD).value == "ties"
     assert at.slider(key=param_key("ties", "density")).value == pytest.approx(0.5)
     assert at.session_state[state.MERGE_RESULT].seed == 3
+
+
+def rho_values(at, method: str, count: int) -> list[float]:
+    return [at.slider(key=param_key(method, "rho", i)).value for i in range(count)]
+
+
+def test_rho_sliders_stay_on_the_simplex(merge_page):
+    at = merge_page
+    at.selectbox(key=state.METHOD).set_value("tara_b").run()
+    assert rho_values(at, "tara_b", 3) == pytest.approx([1 / 3] * 3)
+    at.slider(key=param_key("tara_b", "rho", 0)).set_value(0.6).run()
+    assert not at.exception, at.exception
+    rho = rho_values(at, "tara_b", 3)
+    assert rho[0] == pytest.approx(0.6)
+    assert sum(rho) == pytest.approx(1.0, abs=1e-3)
+    assert rho[1] == pytest.approx(rho[2], abs=1e-3)  # the others shrink in proportion
+    # alpha is offered on a log scale, as its spec says
+    assert at.select_slider(key=param_key("tara_b", "alpha")).value == pytest.approx(1.0)
+    # without a bundle the run button is disabled rather than failing
+    assert at.button(key="merge.run").disabled

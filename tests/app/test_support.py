@@ -1,0 +1,121 @@
+"""app_support helpers: weight-space retention vs a dense reference, simplex maths, settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_adapter
+
+from app_support import widgets
+from app_support.loading import adapter_folders, group_uploads
+from app_support.merging import identity_error, weight_space_retention
+from app_support.settings import widget_values
+from app_support.state import param_key
+from merging_core.adapters import AdapterSet
+from merging_core.merge import merge
+from merging_core.methods import get_method
+
+
+@pytest.fixture
+def adapter_set(adapters) -> AdapterSet:
+    return AdapterSet.from_adapters(adapters)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])  # factored and dense results
+def test_retention_matches_dense_formula(adapter_set, method):
+    result = merge(adapter_set, method)
+    kept = weight_space_retention(adapter_set, result)
+    for a in adapter_set.adapters:
+        dot = sum(float((result.delta(m) * a.delta(m)).sum()) for m in adapter_set.modules)
+        t2 = sum(float(a.delta(m).pow(2).sum()) for m in adapter_set.modules)
+        m2 = sum(float(result.delta(m).pow(2).sum()) for m in adapter_set.modules)
+        assert kept["coefficient"][a.name] == pytest.approx(dot / t2, rel=1e-4)
+        assert kept["cosine"][a.name] == pytest.approx(dot / (t2 * m2) ** 0.5, rel=1e-4)
+
+
+def test_retention_of_a_single_adapter_is_its_weight(adapters):
+    single = AdapterSet.from_adapters(adapters[:1])
+    kept = weight_space_retention(single, merge(single, "task_arithmetic", scaling=0.7))
+    assert kept["coefficient"]["task0"] == pytest.approx(0.7, rel=1e-5)
+    assert kept["cosine"]["task0"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_identity_check_is_exact(adapter_set):
+    assert identity_error(adapter_set, "task1") < 1e-5
+
+
+def test_identity_check_sees_a_factorisation_change(adapters):
+    # (B·M, M⁻¹·A) is the same update: the identity check must still pass.
+    a = adapters[0]
+    M = torch.randn(4, 4, generator=torch.Generator().manual_seed(9)) + 4 * torch.eye(4)
+    mods = {k: m.with_factors(m.B @ M, torch.linalg.solve(M, m.A)) for k, m in a.modules.items()}
+    moved = type(a)(name="moved", modules=mods, config=a.config)
+    s = AdapterSet.from_adapters([moved])
+    assert identity_error(s, "moved") < 1e-4
+
+
+class TestSimplex:
+    def test_rebalanced_keeps_the_moved_value_and_sums_to_one(self):
+        out = widgets.rebalanced([0.5, 0.3, 0.2], moved=0)
+        assert out[0] == 0.5
+        out = widgets.rebalanced([0.8, 0.3, 0.2], moved=0)
+        assert out == pytest.approx([0.8, 0.12, 0.08])
+        assert sum(out) == pytest.approx(1.0)
+
+    def test_rebalanced_from_all_zero_others_spreads_evenly(self):
+        assert widgets.rebalanced([0.4, 0.0, 0.0], moved=0) == pytest.approx([0.4, 0.3, 0.3])
+
+    def test_normalise(self):
+        assert widgets.normalise([2.0, 2.0]) == [0.5, 0.5]
+        assert widgets.normalise([0.0, 0.0, 0.0]) == pytest.approx([1 / 3] * 3)
+
+    def test_log_grid(self):
+        grid = widgets.log_grid(0.001, 1000.0)
+        assert grid[0] == 0.001 and grid[-1] == 1000.0 and 1.0 in grid
+        assert grid == sorted(grid)
+        with pytest.raises(ValueError, match="low=0"):
+            widgets.log_grid(0.0, 1.0)
+
+
+def test_widget_values_spread_weights_and_snap_log_params():
+    values = widget_values(get_method("tara_b"), {"rho": [0.2, 0.8], "alpha": 0.9}, ["a", "b"])
+    assert values[param_key("tara_b", "rho", 0)] == 0.2
+    assert values[param_key("tara_b", "rho", 1)] == 0.8
+    assert values[param_key("tara_b", "alpha")] in widgets.log_grid(0.001, 1000.0)
+    assert values[param_key("tara_b", "alpha")] == pytest.approx(1.0, rel=0.2)
+
+
+class FakeUpload:
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def test_group_uploads_by_folder():
+    files = [
+        FakeUpload("adapters/a/adapter_config.json", b"{}"),
+        FakeUpload("adapters/a/adapter_model.safetensors", b"w"),
+        FakeUpload("b/adapter_config.json", b"{}"),
+        FakeUpload("loose.safetensors", b"x"),
+    ]
+    groups = group_uploads(files, "mine")
+    assert set(groups) == {"a", "b", "mine"}
+    assert groups["a"] == {"adapter_config.json": b"{}", "adapter_model.safetensors": b"w"}
+
+
+def test_adapter_folders_refusals(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        adapter_folders(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="no adapter_config.json"):
+        adapter_folders(str(tmp_path))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "adapter_config.json").write_text("{}")
+    assert adapter_folders(str(tmp_path)) == [tmp_path / "x"]
+    assert adapter_folders(str(tmp_path / "x")) == [tmp_path / "x"]
+
+
+def test_make_adapter_is_seeded():
+    a, b = make_adapter("a", 1), make_adapter("b", 1)
+    assert torch.equal(a.modules["blocks.0.attn.q"].B, b.modules["blocks.0.attn.q"].B)
