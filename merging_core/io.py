@@ -448,8 +448,8 @@ def _module(module: str, part: Mapping[str, Any], cfg: AdapterConfig, where: str
     for side, label in zip("AB", names, strict=True):
         if side not in part:
             raise AdapterLoadError(f"{where}: module {module!r} has no {label}; it needs both")
-        _check_tensor(part[side], f"{where}: {module}.{label}")
-    A, B = part["A"], part["B"]  # (r, d_in), (d_out, r)
+    A = _checked_float32(part["A"], f"{where}: {module}.{names[0]}")  # (r, d_in)
+    B = _checked_float32(part["B"], f"{where}: {module}.{names[1]}")  # (d_out, r)
     if B.shape[1] != A.shape[0]:
         raise AdapterLoadError(
             f"{where}: module {module!r}: {names[0]} {tuple(A.shape)} and {names[1]} "
@@ -465,14 +465,15 @@ def _module(module: str, part: Mapping[str, Any], cfg: AdapterConfig, where: str
     scale = _scale(alpha, rank, rslora=cfg.use_rslora)
     embedding = part["kind"] == "embedding"
     return LoraModule(
-        B=B.to(torch.float32) * scale,  # (d_out, r), scale folded
-        A=A.to(torch.float32),  # (r, d_in)
+        B=B * scale,  # (d_out, r), scale folded
+        A=A,  # (r, d_in)
         kind=part["kind"],
         transposed=embedding or cfg.fan_in_fan_out,
     )
 
 
-def _check_tensor(t: torch.Tensor, label: str) -> None:
+def _checked_float32(t: torch.Tensor, label: str) -> torch.Tensor:
+    """``t`` upcast to float32 after checking it is a finite 2-D float matrix."""
     if t.ndim in (3, 4, 5):
         raise AdapterLoadError(
             f"{label} has shape {tuple(t.shape)}: Conv LoRA modules are not supported "
@@ -482,9 +483,13 @@ def _check_tensor(t: torch.Tensor, label: str) -> None:
         raise AdapterLoadError(f"{label} must be 2-D, got shape {tuple(t.shape)}")
     if not t.dtype.is_floating_point:
         raise AdapterLoadError(f"{label} must be a float tensor, got {t.dtype}")
-    if not bool(torch.isfinite(t).all()):
+    t = t.to(torch.float32)
+    # One float64 reduction: any NaN/Inf makes the sum non-finite, and float32 values cannot
+    # overflow a float64 sum. Much faster than isfinite() on bf16 tensors.
+    if not math.isfinite(float(t.sum(dtype=torch.float64))):
         bad = int((~torch.isfinite(t)).sum())
         raise AdapterLoadError(f"{label} holds {bad} NaN/Inf value(s)")
+    return t
 
 
 def _payload_notes(other: list[str]) -> list[str]:
