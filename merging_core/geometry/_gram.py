@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -74,8 +75,14 @@ def gram_root(G: torch.Tensor) -> GramRoot:
 
 
 def gram_sigma(G: torch.Tensor) -> torch.Tensor:
-    """Singular values of any factor ``X`` with ``Xᵀ X = G``: ``√eig(G)``, descending."""
-    return gram_root(G).sigma
+    """Singular values of any factor ``X`` with ``Xᵀ X = G``: ``√eig(G)``, descending.
+
+    Eigenvalues only (``eigvalsh``); the same null threshold as :func:`gram_root`.
+    """
+    lam = torch.linalg.eigvalsh(0.5 * (G + G.mT))  # (..., k) ascending
+    top = lam[..., -1:].clamp_min(0.0)
+    lam = torch.where((lam > GRAM_RTOL * top) & (lam > 0), lam, torch.zeros_like(lam))
+    return lam.sqrt().flip(-1)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,49 @@ class ModuleBatch:
     def block(self, G: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """``(G, r_i, r_j)`` block of an ``R × R`` matrix."""
         return G[:, self.task_slice(i), self.task_slice(j)]
+
+    @property
+    def equal_ranks(self) -> bool:
+        widths = {self.edges[t + 1] - self.edges[t] for t in range(self.num_tasks)}
+        return len(widths) == 1
+
+    def diag_blocks(self, M: torch.Tensor) -> list[torch.Tensor]:
+        """The ``T`` diagonal blocks ``(G, r_t, r_t)`` of an ``R × R`` batch."""
+        return [self.block(M, t, t) for t in range(self.num_tasks)]
+
+    def map_blocks(self, M: torch.Tensor, fn):
+        """``[fn(block_t) for t]`` over the diagonal blocks; one batched call if ranks match."""
+        blocks = self.diag_blocks(M)
+        if not self.equal_ranks:
+            return [fn(b) for b in blocks]
+        return list(fn(torch.stack(blocks, dim=1)).unbind(dim=1))  # (G, T, r, r) in one call
+
+    @cached_property
+    def root_b(self) -> GramRoot:
+        """Gram root of ``G_B`` (``B_cat = Q_B S_B``)."""
+        return gram_root(self.Gb)
+
+    @cached_property
+    def root_a(self) -> GramRoot:
+        """Gram root of ``G_A`` (``A_stkᵀ = Q_A S_A``)."""
+        return gram_root(self.Ga)
+
+    @cached_property
+    def task_roots_b(self) -> list[GramRoot]:
+        """Per task, the Gram root of ``B_tᵀ B_t`` (each field ``(G, r_t, …)``)."""
+        return self._task_roots(self.Gb)
+
+    @cached_property
+    def task_roots_a(self) -> list[GramRoot]:
+        """Per task, the Gram root of ``A_t A_tᵀ``."""
+        return self._task_roots(self.Ga)
+
+    def _task_roots(self, M: torch.Tensor) -> list[GramRoot]:
+        if not self.equal_ranks:
+            return [gram_root(b) for b in self.diag_blocks(M)]
+        root = gram_root(torch.stack(self.diag_blocks(M), dim=1))  # (G, T, r, r)
+        parts = zip(*(x.unbind(dim=1) for x in (root.lam, root.S, root.P, root.keep)), strict=True)
+        return [GramRoot(lam=a, S=b, P=c, keep=d) for a, b, c, d in parts]
 
     def indicator(self) -> torch.Tensor:
         """``(R, T)`` 0/1 matrix mapping rank components to tasks."""
@@ -137,12 +187,11 @@ def task_sigmas(batch: ModuleBatch) -> list[torch.Tensor]:
     ``B_t = Q S_{B,t}``, ``A_tᵀ = Q' S_{A,t}`` with ``S`` from the ``r_t × r_t`` diagonal Gram
     blocks, so ``σ(ΔW_t) = σ(S_{B,t} S_{A,t}ᵀ)``.
     """
-    out = []
-    for t in range(batch.num_tasks):
-        sb = gram_root(batch.block(batch.Gb, t, t)).S  # (G, r, r)
-        sa = gram_root(batch.block(batch.Ga, t, t)).S
-        out.append(torch.linalg.svdvals(sb @ sa.mT))
-    return out
+    pairs = zip(batch.task_roots_b, batch.task_roots_a, strict=True)
+    cores = [rb.S @ ra.S.mT for rb, ra in pairs]  # (G, r_t, r_t) each
+    if batch.equal_ranks:
+        return list(torch.linalg.svdvals(torch.stack(cores, dim=1)).unbind(dim=1))
+    return [torch.linalg.svdvals(c) for c in cores]
 
 
 @dataclass(frozen=True)
@@ -164,7 +213,7 @@ class CoreSVD:
 
 def sum_svd(batch: ModuleBatch) -> CoreSVD:
     """SVD of the Task-Arithmetic sum through the ``R × R`` core ``S_B S_Aᵀ``."""
-    rb, ra = gram_root(batch.Gb), gram_root(batch.Ga)
+    rb, ra = batch.root_b, batch.root_a
     Uc, S, Vch = torch.linalg.svd(rb.S @ ra.S.mT)  # (G, R, R) core
     return CoreSVD(root_b=rb, root_a=ra, Uc=Uc, S=S, Vc=Vch.mT)
 

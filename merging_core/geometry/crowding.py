@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from merging_core.geometry._gram import ModuleBatch, build_batch, check_pairs, gram_root, gram_sigma
+from merging_core.geometry._gram import ModuleBatch, build_batch, check_pairs, gram_sigma
 from merging_core.geometry.spectra import component_energy, effective_rank, stable_rank
 
 CROWDING_KEYS = (
@@ -46,25 +46,27 @@ CROWDING_KEYS = (
 )
 
 
-def _whitened(batch: ModuleBatch, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _whitened(batch: ModuleBatch, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Block-diagonal whitening ``(G, R, R)`` and per-task subspace dims ``(G, T)``."""
+    G = batch.Gb if side == "B" else batch.Ga
+    roots = batch.task_roots_b if side == "B" else batch.task_roots_a
     P = torch.zeros_like(G)
     dims = []
-    for t in range(batch.num_tasks):
-        root = gram_root(batch.block(G, t, t))
+    for t, root in enumerate(roots):
         sl = batch.task_slice(t)
         P[:, sl, sl] = root.P
         dims.append(root.rank)
     return P, torch.stack(dims, dim=-1).to(G.dtype)
 
 
-def overlaps_from_gram(batch: ModuleBatch, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def overlaps_from_gram(batch: ModuleBatch, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Overlap matrices ``(G, T, T)`` and the basis-stack Gram ``(G, R, R)`` for one side.
 
     Args:
-        batch: the module batch (for task boundaries). G: ``G_B`` or ``G_A`` ``(G, R, R)``.
+        batch: the module batch. side: ``"B"`` (column spaces of B) or ``"A"`` (row spaces of A).
     """
-    P, dims = _whitened(batch, G)
+    G = batch.Gb if side == "B" else batch.Ga
+    P, dims = _whitened(batch, side)
     K = P.mT @ G @ P  # Gram of [Q_1 … Q_T]: (G, R, R)
     T = batch.num_tasks
     O = torch.zeros(G.shape[0], T, T, dtype=G.dtype)
@@ -99,11 +101,11 @@ def crowding_from_batch(
     """
     out: dict[str, torch.Tensor] = {}
     extras: dict[str, torch.Tensor] = {}
-    for side, G in (("B", batch.Gb), ("A", batch.Ga)):
-        O, K = overlaps_from_gram(batch, G)
+    for side in ("B", "A"):
+        O, K = overlaps_from_gram(batch, side)
         out[f"overlap_{side}_mean"], out[f"overlap_{side}_max"] = _offdiag_stats(O)
         out[f"erank_{side}_subspace"] = effective_rank(gram_sigma(K))
-        sigma = gram_sigma(G)
+        sigma = (batch.root_b if side == "B" else batch.root_a).sigma
         out[f"erank_{side}_stack"] = effective_rank(sigma)
         out[f"stable_rank_{side}_stack"] = stable_rank(sigma)
         out[f"o_max_{side}"] = component_energy(sigma)[:, 0]
@@ -121,7 +123,7 @@ def overlap_matrices(
     """
     check_pairs(Bs, As)
     batch = build_batch([list(Bs)], [list(As)])
-    return overlaps_from_gram(batch, batch.Gb)[0][0], overlaps_from_gram(batch, batch.Ga)[0][0]
+    return overlaps_from_gram(batch, "B")[0][0], overlaps_from_gram(batch, "A")[0][0]
 
 
 def crowding_metrics(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor]) -> dict[str, float]:
