@@ -2,11 +2,12 @@
 
 Space: ΔW. Each merged module is truncated by its own SVD (Eckart–Young), so the exported
 adapter is the best rank-``k`` approximation of the merged update and the answer does not depend
-on how the factors were written (``(B·M, M⁻¹·A)`` exports like ``(B, A)``). Factored results take
-the exact factor-space SVD (QR of both factors + SVD of the small core, never an ``m × n``
-matrix); dense results (element-wise methods such as TIES, DARE) take a float32 dense SVD, one
-module at a time. Scale is folded into ``B`` (``lora_alpha = r``, runtime scaling 1), and both
-factors carry ``sqrt(σ)`` (balanced), which keeps half-precision casts well conditioned.
+on how the factors were written (``(B·M, M⁻¹·A)`` exports like ``(B, A)``). Factored results
+take the exact factor-space SVD (float32 QR of both factors, float64 SVD of the small core,
+never an ``m × n`` matrix); dense results (element-wise methods such as TIES, DARE) take a
+float32 dense SVD, one module at a time. Scale is folded into ``B`` (``lora_alpha = r``, runtime
+scaling 1), and both factors carry ``sqrt(σ)`` (balanced), which keeps half-precision casts
+well conditioned.
 
 Also here: :func:`merge_diagnostics`, the per-module rank / norm / retained-energy table of a
 result at a given rank (what the export will keep), for views that show it before exporting.
@@ -24,7 +25,6 @@ from typing import Any
 import torch
 
 from merging_core.adapters import LoraModule
-from merging_core.factors import LowRankSVD, svd_of_product
 from merging_core.merge import MergedModule, MergeResult, Progress, report_progress
 
 DENSE_RANK_CAP = 64
@@ -33,8 +33,8 @@ full rank, and an "exact" export of a 4096 × 4096 update would be a full dense 
 disguise. 64 keeps a LLaMA-size module at ~3 % of its dense size; the report says what it cost."""
 
 EXACT_RTOL = 1e-10
-"""Singular values below ``EXACT_RTOL · σ_max`` of a factored result count as zero for the
-exact-rank export (the float64 core puts true zeros around 1e-16)."""
+"""Singular values below ``EXACT_RTOL · σ_max`` (plus the float32 QR noise floor, see
+:func:`numerical_rank`) of a factored result count as zero for the exact-rank export."""
 
 
 @dataclass(frozen=True)
@@ -100,33 +100,65 @@ class ExportReport:
         }
 
 
-def full_spectrum(merged: MergedModule) -> LowRankSVD:
-    """Thin SVD of a merged module in the linear layout, zeros kept.
+@dataclass(frozen=True)
+class Spectrum:
+    """Singular values of one merged ΔW (linear layout) and lazy access to its top vectors.
 
-    Factored: ``svd_of_product(B, A)`` (``(m, k)``, ``(k,)``, ``(n, k)``, ``k = min(r, m, n)``).
+    ``U = left_basis @ left_rot`` ``(m, K)`` and ``V = right_basis @ right_rot`` ``(n, K)``; for
+    factored modules the bases are the QR factors and the rotations the core's singular
+    vectors, so only the kept columns are ever multiplied out. Dense modules have no rotation.
+
+    Attributes:
+        S: ``(K,)`` float64, descending.
+    """
+
+    S: torch.Tensor
+    left_basis: torch.Tensor
+    right_basis: torch.Tensor
+    left_rot: torch.Tensor | None = None
+    right_rot: torch.Tensor | None = None
+
+    def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``U_k (m, k)``, ``V_k (n, k)`` float32."""
+        if self.left_rot is None or self.right_rot is None:
+            return self.left_basis[:, :k], self.right_basis[:, :k]
+        U = self.left_basis @ self.left_rot[:, :k]  # (m, p) @ (p, k) -> (m, k)
+        V = self.right_basis @ self.right_rot[:, :k]  # (n, q) @ (q, k) -> (n, k)
+        return U, V
+
+
+def spectrum(merged: MergedModule) -> Spectrum:
+    """SVD of a merged module, zeros kept.
+
+    Factored ``B (m, r)``, ``A (r, n)``: float32 QR of ``B`` and ``Aᵀ``, float64 SVD of the
+    ``(p, q)`` core ``R_B R_Aᵀ`` (``p = min(m, r)``, ``q = min(n, r)``); never ``m × n``.
     Dense: float32 ``torch.linalg.svd`` of the ``(m, n)`` ΔW.
     """
-    if merged.factors is not None:
-        return svd_of_product(merged.factors.B, merged.factors.A)
-    U, S, Vh = torch.linalg.svd(merged.dense.float(), full_matrices=False)
-    return LowRankSVD(U, S, Vh.T)
+    if merged.factors is None:
+        U, S, Vh = torch.linalg.svd(merged.dense.float(), full_matrices=False)
+        return Spectrum(S.double(), U, Vh.T)
+    Qb, Rb = torch.linalg.qr(merged.factors.B.float())  # (m, p), (p, r)
+    Qa, Ra = torch.linalg.qr(merged.factors.A.float().T)  # (n, q), (q, r)
+    Uc, S, Vch = torch.linalg.svd(Rb.double() @ Ra.double().T, full_matrices=False)
+    return Spectrum(S, Qb, Qa, Uc.float(), Vch.T.float())
 
 
 def numerical_rank(merged: MergedModule, S: torch.Tensor) -> int:
     """Count of singular values (``S`` descending) above the noise floor of ``merged``.
 
-    Factored: ``σ > EXACT_RTOL · σ_max + r · eps64 · ‖B‖_F ‖A‖_F`` (the second term is the
-    float64 rounding of the core, so exact cancellations such as ``w`` and ``−w`` give rank 0).
+    Factored: ``σ > EXACT_RTOL · σ_max + r · eps32 · ‖B‖_F ‖A‖_F`` (the second term is the
+    rounding of the float32 QRs, so exact cancellations such as ``w`` and ``−w`` give rank 0).
     Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
     """
     if S.numel() == 0 or float(S[0]) == 0.0:
         return 0
+    eps = torch.finfo(torch.float32).eps
     if merged.factors is not None:
-        B, A = merged.factors.B.double(), merged.factors.A.double()
-        floor = B.shape[1] * torch.finfo(torch.float64).eps * float(B.norm() * A.norm())
+        B, A = merged.factors.B, merged.factors.A
+        floor = B.shape[1] * eps * float(B.double().norm() * A.double().norm())
         tol = EXACT_RTOL * float(S[0]) + floor
     else:
-        tol = max(merged.dense.shape) * torch.finfo(torch.float32).eps * float(S[0])
+        tol = max(merged.dense.shape) * eps * float(S[0])
     return int((S > tol).sum())
 
 
@@ -262,29 +294,30 @@ def _plan_module(
     name: str, merged: MergedModule, rank: int | None, *, keep_factors: bool = False
 ) -> tuple[ModuleExport, LoraModule | None]:
     """One module's SVD, rank choice, statistics and (optionally) balanced rank-k factors."""
-    svd = full_spectrum(merged)
-    m, n = svd.U.shape[0], svd.V.shape[0]
+    spec = spectrum(merged)
+    m, n = spec.left_basis.shape[0], spec.right_basis.shape[0]
     shape = (n, m) if merged.transposed else (m, n)
-    exact = numerical_rank(merged, svd.S)
+    exact = numerical_rank(merged, spec.S)
     k = choose_rank(exact, rank=rank, factored=merged.is_factored)
-    norm, retained, error = truncation_stats(svd.S, min(k, exact))
+    norm, retained, error = truncation_stats(spec.S, min(k, exact))
     row = ModuleExport(name, shape, merged.is_factored, exact, k, norm, retained, error)
     if not keep_factors:
         return row, None
-    return row, _rank_k_module(svd, k, exact, merged)
+    return row, _rank_k_module(spec, k, exact, merged)
 
 
-def _rank_k_module(svd: LowRankSVD, k: int, exact: int, merged: MergedModule) -> LoraModule:
+def _rank_k_module(spec: Spectrum, k: int, exact: int, merged: MergedModule) -> LoraModule:
     """Balanced ``B = U_k sqrt(S_k)`` ``(m, k)``, ``A = sqrt(S_k) V_kᵀ`` ``(k, n)``, float32.
 
     Directions beyond ``exact`` (only when the update is zero) are written as zeros.
     """
     kept = min(k, exact)
-    root = svd.S[:kept].float().sqrt()
-    B = torch.zeros(svd.U.shape[0], k)
-    A = torch.zeros(k, svd.V.shape[0])
-    B[:, :kept] = svd.U[:, :kept].float() * root  # (m, kept) * (kept,)
-    A[:kept] = (svd.V[:, :kept].float() * root).T  # (kept, n)
+    root = spec.S[:kept].float().sqrt()
+    U, V = spec.top(kept)  # (m, kept), (n, kept)
+    B = torch.zeros(U.shape[0], k)
+    A = torch.zeros(k, V.shape[0])
+    B[:, :kept] = U * root  # (m, kept) * (kept,)
+    A[:kept] = (V * root).T  # (kept, n)
     kind = merged.factors.kind if merged.factors is not None else "linear"
     return LoraModule(B=B.contiguous(), A=A.contiguous(), kind=kind, transposed=merged.transposed)
 
