@@ -118,31 +118,51 @@ def weights_widget(
     simplex = is_simplex(info, param)
     defaults = _weight_defaults(param, len(names), simplex)
     keys = [param_key(info.name, param.name, i) for i in range(len(names))]
-    low = 0.0 if simplex else (param.low if param.low is not None else -2.0)
-    high = 1.0 if simplex else (param.high if param.high is not None else 2.0)
-    title = "preference ρ (sums to 1)" if simplex else f"{param.name.replace('_', ' ')} per adapter"
-    st.markdown(f"**{title}**", help=param.help or None)
+    if simplex:
+        return simplex_sliders("preference ρ (sums to 1)", names, keys, defaults, param.help)
+    low = param.low if param.low is not None else -2.0
+    high = param.high if param.high is not None else 2.0
+    st.markdown(f"**{param.name.replace('_', ' ')} per adapter**", help=param.help or None)
+    values = slider_grid(names, keys, defaults, low=low, high=high)
+    return None if param.default is None and all(v == 1.0 for v in values) else tuple(values)
+
+
+def simplex_sliders(
+    title: str,
+    names: Sequence[str],
+    keys: Sequence[str],
+    defaults: Sequence[float] | None = None,
+    help_text: str = "",
+) -> tuple[float, ...]:
+    """One [0, 1] slider per name, kept summing to one; returns the (normalised) vector."""
+    defaults = defaults or [1.0 / len(names)] * len(names)
+    st.markdown(f"**{title}**", help=help_text or None)
+    values = slider_grid(names, keys, defaults, low=0.0, high=1.0, on_change=_rebalance)
+    return tuple(normalise(values))
+
+
+def slider_grid(
+    names: Sequence[str],
+    keys: Sequence[str],
+    defaults: Sequence[float],
+    *,
+    low: float,
+    high: float,
+    on_change: Any = "rerun",
+) -> list[float]:
+    """Sliders in rows of ``SLIDERS_PER_ROW``, bound to the URL; a callback gets (keys, index)."""
     values = []
     for row in range(0, len(names), SLIDERS_PER_ROW):
         cols = st.columns(SLIDERS_PER_ROW)
         for col, i in zip(cols, range(row, min(row + SLIDERS_PER_ROW, len(names))), strict=False):
+            extra = {} if on_change == "rerun" else {"args": (list(keys), i)}
             with col:
-                values.append(
-                    st.slider(
-                        names[i],
-                        min_value=float(low),
-                        max_value=float(high),
-                        step=0.01,
-                        key=keys[i],
-                        bind="query-params",
-                        **_initial(keys[i], defaults[i]),
-                        on_change=_rebalance if simplex else "rerun",
-                        args=(keys, i) if simplex else None,
-                    )
-                )
-    if simplex:
-        return tuple(normalise(values))
-    return None if param.default is None and all(v == 1.0 for v in values) else tuple(values)
+                values.append(st.slider(
+                    names[i], min_value=float(low), max_value=float(high), step=0.01,
+                    key=keys[i], bind="query-params", **_initial(keys[i], defaults[i]),
+                    on_change=on_change, **extra,
+                ))  # fmt: skip
+    return values
 
 
 def _weight_defaults(param: Param, count: int, simplex: bool) -> list[float]:

@@ -57,6 +57,7 @@ def task_bars(
     title: str,
     y_title: str,
     reference_line: float | None = None,
+    x_title: str = "task",
     height: int = 420,
 ) -> go.Figure:
     """Grouped bars: one group per task, one bar per series (merged, TA, individual, ...).
@@ -65,6 +66,7 @@ def task_bars(
         series: series name -> {task name -> value}; tasks missing from a series are gaps.
         title, y_title: figure and y-axis titles (the x axis is "task").
         reference_line: draw a dashed horizontal line at this value (e.g. 100 %).
+        x_title: what the groups are (default "task").
         height: pixels.
     """
     tasks = _ordered_keys(series.values())
@@ -83,7 +85,7 @@ def task_bars(
     if reference_line is not None:
         fig.add_hline(y=reference_line, line_dash="dash", line_color="#888")
     fig.update_layout(barmode="group", bargap=0.25)
-    return _layout(fig, title=title, x_title="task", y_title=y_title, height=height)
+    return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height)
 
 
 def heatmap(
