@@ -20,6 +20,7 @@ MERGE_RECIPE = "merge_recipe"  # dict | None: method, params, seed, adapters of 
 WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm start of next run)
 PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
+TRADEOFF_CLICK = "tradeoff_click"  # str: the last chart selection already acted upon
 EXPORT_DIR = "export_dir"  # str: last export folder
 RESULT_CACHE = "result_cache"  # dict of per-session LRUs (app_support.session_cache)
 

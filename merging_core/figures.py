@@ -256,9 +256,14 @@ def tradeoff_chart(
         metric: what the axes measure.
     """
     title = f"Trade-off: {task_a} vs {task_b}"
-    if not any(len(p) for p in curves.values()) and not baselines:
-        return empty_figure("Run a sweep to see the trade-off curve", title=title, height=height)
     fig = go.Figure()
+    if not any(len(p) for p in curves.values()) and not baselines:
+        fig.add_annotation(
+            text="Run a sweep to see the trade-off curve", x=0.5, y=0.5, xref="paper",
+            yref="paper", showarrow=False, font={"size": FONT_SIZE + 2, "color": "#666"},
+        )  # fmt: skip
+        fig.update_xaxes(range=[0, 105])
+        fig.update_yaxes(range=[0, 105])
     for i, (name, points) in enumerate(curves.items()):
         fig.add_scatter(
             x=[p[0] for p in points],

@@ -1,13 +1,101 @@
-"""Trade-off (placeholder until merging_core.tradeoff lands)."""
+"""Trade-off: sweep the preference between two tasks, stream the curve, load a point to Merge."""
 
 import streamlit as st
 
 from app_support import state
+from app_support import tradeoff_view as tv
+from app_support.evaluation import current_bundle
 from app_support.library import feature, needs
+from app_support.session_cache import progress_bar
+from app_support.settings import request_settings
+from app_support.workset import task_context, working_set
+
+ERRORS = (ValueError, KeyError, TypeError)
 
 state.init_state()
 st.title("Trade-off")
+st.caption(
+    "Merge two tasks along preferences ρ = (t, 1 − t) and plot their normalised accuracies. "
+    "Baselines (Task Arithmetic's λ sweep, TIES, KnOTS, Iso-C, TSV-M, Pico) are single points; "
+    "the dotted staircase is the Pareto front. Click a point to open that merge on the Merge page."
+)
 if feature("tradeoff") is None:
     needs("tradeoff")
     st.stop()
-st.info("Coming next.")
+adapter_set, problem = working_set()
+if problem:
+    st.error(f"The selected adapters cannot be merged: {problem}")
+if adapter_set is None or len(adapter_set) < 2:
+    st.info("Load at least two adapters on the Adapters page first.")
+    st.stop()
+context, no_data = task_context(adapter_set)
+if context is None:
+    st.info(f"Trade-off curves need each task's data, which is missing: {no_data}.")
+    st.stop()
+
+names = adapter_set.names
+a, b = st.columns(2)
+task_a = a.selectbox("Task on the x axis", names, index=0, key=state.TRADEOFF_TASK_A)
+task_b = b.selectbox("Task on the y axis", names, index=1, key=state.TRADEOFF_TASK_B)
+if task_a == task_b:
+    st.error("Choose two different tasks.")
+    st.stop()
+with st.expander("Sweep settings", expanded=False):
+    options = tv.SweepOptions(
+        methods=tuple(st.multiselect("Methods", list(tv.SWEEP_LABELS), default=["tara_b"],
+                                     format_func=tv.SWEEP_LABELS.get, key="tradeoff.methods")),
+        points=st.slider("Preferences t on the grid", 3, 21, 5, key="tradeoff.points"),
+        steps=st.slider("Steps of the first (middle) point", 1, 500, 50, key="tradeoff.steps"),
+        warm_steps=st.slider("Steps of each warm-started point", 1, 200, 20, key="tradeoff.warm"),
+        baselines=st.toggle("Add baseline points", value=True, key="tradeoff.baselines"),
+    )  # fmt: skip
+pair = (task_a, task_b)
+stored = st.session_state[state.TRADEOFF_POINTS].get(pair)
+chart_slot = st.empty()
+if st.button("Run sweep", type="primary", key="tradeoff.run"):
+    streamed = []
+
+    def on_point(point) -> None:
+        streamed.append(point)
+        chart_slot.plotly_chart(tv.chart(streamed, pair), width="stretch")
+
+    report, done = progress_bar("Sweeping:")
+    try:
+        result = tv.run_sweep(
+            adapter_set, context, current_bundle(), pair, options, on_point=on_point,
+            progress=report,
+        )  # fmt: skip
+    except ERRORS as err:
+        st.error(f"The sweep failed: {err}")
+        st.stop()
+    finally:
+        done()
+    stored = (result, options)
+    st.session_state[state.TRADEOFF_POINTS][pair] = stored
+if stored is None:
+    chart_slot.plotly_chart(tv.chart([], pair), width="stretch")
+    st.info("Press **Run sweep** to compute the curve for these two tasks.")
+    st.stop()
+
+result, used = stored
+event = chart_slot.plotly_chart(
+    tv.chart(result.points, pair, result.front), key="tradeoff.chart", width="stretch",
+    on_select="rerun", selection_mode="points",
+)  # fmt: skip
+for label, why in result.skipped.items():
+    st.caption(f"Skipped {label}: {why}")
+selection = event.selection if event else {}
+picked = tv.clicked_point(result.points, result.front, selection)
+if picked is not None and st.session_state.get(state.TRADEOFF_CLICK) == repr(selection):
+    picked = None  # this click was already handled (the page was re-opened)
+st.session_state[state.TRADEOFF_CLICK] = repr(selection)
+labels = tv.point_names(result.points)
+choice = st.selectbox("Or pick a point", range(len(labels)), format_func=labels.__getitem__,
+                      key="tradeoff.pick")  # fmt: skip
+if st.button("Open this point on the Merge page", key="tradeoff.open"):
+    picked = result.points[choice]
+if picked is not None:
+    method, params = tv.merge_settings(picked, used)
+    request_settings(method, params)
+    st.session_state[state.SELECTED] = list(pair)
+    st.switch_page("pages/merge.py")

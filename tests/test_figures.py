@@ -126,3 +126,4 @@ class TestTradeoff:
     def test_empty_state_asks_for_a_sweep(self):
         fig = figures.tradeoff_chart({"TARA": []}, task_a="A", task_b="B")
         assert "Run a sweep" in fig.layout.annotations[0].text
+        assert axis_titles(fig) == ("A: normalised accuracy (%)", "B: normalised accuracy (%)")

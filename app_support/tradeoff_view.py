@@ -1,0 +1,144 @@
+"""Trade-off page helpers: run a streamed two-task sweep, lay it out, map a point to a merge.
+
+The sweep is :func:`merging_core.tradeoff.two_task_sweep`; scores are the bundle's normalised
+accuracy (%) through :mod:`app_support.evaluation`. Every plotted point can be turned back into
+Merge-page settings (method + parameters) so a click re-opens that merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import plotly.graph_objects as go
+
+from app_support.evaluation import normalised_scores
+from app_support.library import feature
+from merging_core import figures
+from merging_core.adapters import AdapterSet
+
+SWEEP_LABELS = {"tara_b": "TARA-B", "tara_a": "TARA-A", "adamerging": "AdaMerging (layer-wise)"}
+TA_CURVE = "Task Arithmetic (λ sweep)"
+# the sweep's "adamerging" runs the registered layer-wise method in the TARA repository's variant
+SWEEP_TO_REGISTERED = {"adamerging": ("adamerging_layer", {"variant": "tara_repo"})}
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """What the user chose for a sweep (kept with its result to rebuild merge settings)."""
+
+    methods: tuple[str, ...] = ("tara_b",)
+    points: int = 5
+    steps: int = 50
+    warm_steps: int = 20
+    baselines: bool = True
+
+
+@dataclass
+class Layout:
+    """Chart inputs plus, per plotted trace, the sweep points behind it (for clicks)."""
+
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
+    front: list[tuple[float, float]] = field(default_factory=list)
+    traces: list[list[Any]] = field(default_factory=list)
+
+
+def evaluator(bundle: Any) -> Callable[[Any, Sequence[str]], list[float]]:
+    """``(result, task names) -> normalised accuracy (%)`` per task, cached per session."""
+    return lambda result, names: [normalised_scores(bundle, result, list(names))[n] for n in names]
+
+
+def run_sweep(
+    adapter_set: AdapterSet,
+    context: Any,
+    bundle: Any,
+    tasks: tuple[str, str],
+    options: SweepOptions,
+    *,
+    on_point: Callable[[Any], None],
+    progress: Callable[[float, str], None],
+) -> Any:
+    """The library's two-task sweep with the user's options; points stream to ``on_point``."""
+    return feature("tradeoff").two_task_sweep(
+        adapter_set, context, evaluator(bundle), tasks=list(tasks), points=options.points,
+        methods=list(options.methods), steps=options.steps, warm_steps=options.warm_steps,
+        baselines=options.baselines, on_point=on_point, progress=progress,
+    )  # fmt: skip
+
+
+def layout(points: Sequence[Any], front: Sequence[int] = ()) -> Layout:
+    """Group points into curves (sweeps by preference t, TA by λ) and single baselines."""
+    out = Layout()
+    groups: dict[str, list[Any]] = {}
+    for p in points:
+        if p.t is not None:
+            groups.setdefault(SWEEP_LABELS.get(p.method, p.method), []).append(p)
+        elif p.method == "task_arithmetic":
+            groups.setdefault(TA_CURVE, []).append(p)
+    for name, pts in groups.items():
+        pts = sorted(pts, key=lambda p: p.t if p.t is not None else _lambda(p.label))
+        out.curves[name] = [(p.scores[0], p.scores[1]) for p in pts]
+        out.traces.append(pts)
+    singles = [p for p in points if p.t is None and p.method != "task_arithmetic"]
+    out.front = [tuple(points[i].scores[:2]) for i in front]
+    if out.front:
+        out.traces.append([])  # the front's own trace
+    for p in singles:
+        out.baselines[p.label] = (p.scores[0], p.scores[1])
+        out.traces.append([p])
+    return out
+
+
+def _lambda(label: str) -> float:
+    return float(label.split("=", 1)[1]) if "=" in label else 0.0
+
+
+def chart(points: Sequence[Any], tasks: tuple[str, str], front: Sequence[int] = ()) -> go.Figure:
+    """The trade-off figure of ``points`` (partial while streaming)."""
+    lay = layout(points, front)
+    return figures.tradeoff_chart(
+        lay.curves, task_a=tasks[0], task_b=tasks[1], baselines=lay.baselines, front=lay.front
+    )
+
+
+def clicked_point(points: Sequence[Any], front: Sequence[int], selection: Mapping) -> Any | None:
+    """The sweep point behind the first selected chart point, if it maps to one."""
+    chosen = list(selection.get("points", []) if selection else [])
+    if not chosen:
+        return None
+    traces = layout(points, front).traces
+    curve, index = chosen[0].get("curve_number"), chosen[0].get("point_index")
+    if curve is None or index is None or curve >= len(traces) or index >= len(traces[curve]):
+        return None
+    return traces[curve][index]
+
+
+def merge_settings(point: Any, options: SweepOptions) -> tuple[str, dict[str, Any]]:
+    """(registered method, parameters) that re-create ``point`` on the Merge page.
+
+    Sweep points re-run their method at ``ρ = (t, 1 − t)`` with the sweep's step count (the
+    sweep itself warm-started neighbours, so a re-run lands near, not exactly on, the point).
+
+    Raises:
+        KeyError: a baseline label the trade-off module does not know.
+    """
+    if point.t is not None:
+        method, extra = SWEEP_TO_REGISTERED.get(point.method, (point.method, {}))
+        return method, {**extra, "rho": [point.t, 1.0 - point.t], "steps": options.steps}
+    if point.method == "task_arithmetic":
+        return "task_arithmetic", {"scaling": _lambda(point.label)}
+    for label, method, params in feature("tradeoff").BASELINES:
+        if label == point.label:
+            return method, dict(params)
+    raise KeyError(f"no baseline labelled {point.label!r}")
+
+
+def point_names(points: Sequence[Any]) -> list[str]:
+    """Readable names for a point picker: ``"TARA-B t=0.30 (82.1 %, 77.4 %)"``."""
+    return [
+        f"{SWEEP_LABELS.get(p.method, p.method)} {p.label} "
+        f"({p.scores[0]:.1f} %, {p.scores[1]:.1f} %)"
+        for p in points
+    ]

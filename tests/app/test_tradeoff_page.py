@@ -1,0 +1,120 @@
+"""Trade-off page on a (fake) bundle: task choice, a short streamed sweep, point -> Merge page."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app_support import state
+from app_support import tradeoff_view as tv
+from merging_core.tradeoff import TradeoffPoint
+
+
+def tradeoff_spec(at) -> dict:
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        if spec["layout"]["title"]["text"].startswith("Trade-off"):
+            return spec
+    raise AssertionError("no trade-off chart")
+
+
+@pytest.fixture
+def page(bundle_page):
+    at = bundle_page("tradeoff.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def short_sweep(at):
+    at.multiselect(key="tradeoff.methods").set_value(["tara_b"])
+    at.slider(key="tradeoff.points").set_value(3)
+    at.slider(key="tradeoff.steps").set_value(2)
+    at.slider(key="tradeoff.warm").set_value(1)
+    at.button(key="tradeoff.run").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_empty_state_then_switch_tasks(page):
+    assert tradeoff_spec(page)["layout"]["title"]["text"] == "Trade-off: task0 vs task1"
+    assert any("Run sweep" in i.value for i in page.info)
+    page.selectbox(key=state.TRADEOFF_TASK_B).set_value("task2").run()
+    assert not page.exception
+    spec = tradeoff_spec(page)
+    assert spec["layout"]["title"]["text"] == "Trade-off: task0 vs task2"
+    assert spec["layout"]["xaxis"]["title"]["text"].startswith("task0")
+    assert spec["layout"]["yaxis"]["title"]["text"].startswith("task2")
+
+
+def test_same_task_twice_is_refused(page):
+    page.selectbox(key=state.TRADEOFF_TASK_B).set_value("task0").run()
+    assert any("two different tasks" in e.value for e in page.error)
+
+
+@pytest.mark.slow
+def test_short_sweep_plots_curve_baselines_and_front(page):
+    short_sweep(page)
+    spec = tradeoff_spec(page)
+    names = [t["name"] for t in spec["data"]]
+    assert names[0] == "TARA-B" and len(spec["data"][0]["x"]) == 3
+    assert tv.TA_CURVE in names and "Pareto front" in names
+    assert "TIES" in names  # a baseline operating point
+    result, _ = page.session_state[state.TRADEOFF_POINTS][("task0", "task1")]
+    assert all(0.0 <= s <= 100.0 for p in result.points for s in p.scores)
+
+
+@pytest.mark.slow
+def test_opening_a_point_loads_it_into_merge(page):
+    short_sweep(page)
+    result, _ = page.session_state[state.TRADEOFF_POINTS][("task0", "task1")]
+    index = next(i for i, p in enumerate(result.points) if p.method == "tara_b" and p.t == 0.5)
+    page.selectbox(key="tradeoff.pick").set_value(index)
+    page.button(key="tradeoff.open").click().run()
+    pending = page.session_state[state.PENDING_SETTINGS]
+    assert pending["method"] == "tara_b"
+    assert pending["params"]["rho"] == [0.5, 0.5]
+    assert page.session_state[state.SELECTED] == ["task0", "task1"]
+
+
+def point(method, label, t, scores):
+    return TradeoffPoint(method, label, t, scores, 0.0)
+
+
+def test_layout_and_click_mapping():
+    pts = [
+        point("tara_b", "t=1.00", 1.0, (90.0, 50.0)),
+        point("tara_b", "t=0.00", 0.0, (50.0, 90.0)),
+        point("task_arithmetic", "λ=0.4", None, (70.0, 70.0)),
+        point("ties", "TIES", None, (60.0, 60.0)),
+    ]
+    lay = tv.layout(pts, front=[0, 1, 2])
+    assert lay.curves["TARA-B"] == [(50.0, 90.0), (90.0, 50.0)]  # sorted by t
+    assert lay.baselines == {"TIES": (60.0, 60.0)}
+    fig = tv.chart(pts, ("a", "b"), [0, 1, 2])
+    assert [t.name for t in fig.data] == ["TARA-B", tv.TA_CURVE, "Pareto front", "TIES"]
+    click = {"points": [{"curve_number": 0, "point_index": 1}]}
+    assert tv.clicked_point(pts, [0, 1, 2], click) is pts[0]
+    assert (
+        tv.clicked_point(pts, [0, 1, 2], {"points": [{"curve_number": 3, "point_index": 0}]})
+        is pts[3]
+    )
+    assert tv.clicked_point(pts, [0, 1, 2], {"points": []}) is None
+
+
+def test_merge_settings_of_each_kind():
+    opts = tv.SweepOptions(steps=7)
+    assert tv.merge_settings(point("tara_a", "t=0.25", 0.25, (0, 0)), opts) == (
+        "tara_a",
+        {"rho": [0.25, 0.75], "steps": 7},
+    )
+    method, params = tv.merge_settings(point("adamerging", "t=0.50", 0.5, (0, 0)), opts)
+    assert method == "adamerging_layer" and params["variant"] == "tara_repo"
+    assert tv.merge_settings(point("task_arithmetic", "λ=0.3", None, (0, 0)), opts) == (
+        "task_arithmetic",
+        {"scaling": 0.3},
+    )
+    assert tv.merge_settings(point("knots", "KnOTS-TIES", None, (0, 0)), opts) == (
+        "knots",
+        {"variant": "ties"},
+    )
