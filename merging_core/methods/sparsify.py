@@ -1,9 +1,10 @@
 """The named steps that TIES, DARE and KnOTS compose: trim, elect, disjoint mean, drop-and-rescale.
 
 Space: ΔW (element-wise). Every function here acts on coordinates of a task tensor (a dense ΔW, or
-KnOTS's per-task block ``diag(S) V_tᵀ``), so none has a low-rank shortcut (methods.md L5). Stacked
-inputs have the task on dim 0: ``(T, ...)``. Nothing here draws from the global RNG: dropping
-takes an explicit ``torch.Generator``.
+KnOTS's per-task block ``diag(S) V_tᵀ``), so none has a low-rank shortcut (methods.md L5).
+Several tasks' tensors come as a list (or one tensor with the task on dim 0) and are accumulated
+one task at a time, never stacked. Nothing here draws from the global RNG: dropping takes an
+explicit ``torch.Generator``.
 
 The global trim threshold of the official TIES (top-k% over *all* of a task's coordinates) is
 found by :func:`magnitude_threshold` without holding all of them at once: a two-pass radix select
@@ -28,6 +29,7 @@ SignMethod = Literal["total", "frequency"]
 TieRule = Literal["majority", "positive"]
 _LOW_BITS = 16
 _BINS = 1 << _LOW_BITS
+_NON_FINITE = 0x7F80  # high 16 bits of +inf; every larger pattern is NaN
 
 
 def check_density(density: float) -> None:
@@ -93,6 +95,8 @@ def magnitude_threshold(
     """
     check_density(density)
     high = _histogram(make_chunks(), prefix=None)  # (65536,) counts of the top 16 bits
+    if high[_NON_FINITE:].any():  # exponent all ones: |x| is inf or NaN
+        raise ValueError("cannot trim a tensor with NaN or infinite entries")
     k = kept_count(density, int(high.sum()))
     if k == 0:
         return math.inf
@@ -106,8 +110,6 @@ def magnitude_threshold(
 def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
     """``|x|`` as int32 bit patterns; non-negative and ordered like the values."""
     mags = chunk.detach().reshape(-1).abs().to(torch.float32).contiguous()
-    if not bool(torch.isfinite(mags).all()):
-        raise ValueError("cannot trim a tensor with NaN or infinite entries")
     return mags.view(torch.int32)
 
 
@@ -137,12 +139,16 @@ def _select_bucket(counts: np.ndarray, k: int) -> tuple[int, int]:
 
 
 def elect_sign(
-    stacked: torch.Tensor, *, method: SignMethod = "total", tie: TieRule = "majority"
+    tasks: Sequence[torch.Tensor] | torch.Tensor,
+    *,
+    method: SignMethod = "total",
+    tie: TieRule = "majority",
 ) -> torch.Tensor:
-    """Elected sign per coordinate, ``(T, ...) -> (...)`` with values in {-1, 0, +1}.
+    """Elected sign per coordinate, ``T × (...) -> (...)`` with values in {-1, 0, +1}.
 
     Args:
-        stacked: trimmed task tensors, task on dim 0.
+        tasks: trimmed task tensors of one shape: a list, or one tensor with the task on dim 0.
+            They are accumulated one at a time (no ``(T, ...)`` stack is built).
         method: ``"total"`` = sign of the summed values (TIES "mass", official and PEFT default);
             ``"frequency"`` = sign of the summed signs (PEFT's other option).
         tie: what a zero score becomes. ``"majority"`` (official ``resolve_zero_signs``): the sign
@@ -150,48 +156,54 @@ def elect_sign(
             (PEFT, mergekit): +1.
 
     Raises:
-        ValueError: unknown ``method`` or ``tie``.
+        ValueError: unknown ``method`` or ``tie``, or no tasks.
     """
-    if method == "total":
-        score = stacked.sum(dim=0)
-    elif method == "frequency":
-        score = stacked.sign().sum(dim=0)
-    else:
+    if method not in ("total", "frequency"):
         raise ValueError(f"sign method must be 'total' or 'frequency', got {method!r}")
-    if tie == "positive":
-        return torch.where(score >= 0, 1.0, -1.0).to(stacked.dtype)
-    if tie != "majority":
+    if tie not in ("majority", "positive"):
         raise ValueError(f"tie rule must be 'majority' or 'positive', got {tie!r}")
+    if len(tasks) == 0:
+        raise ValueError("cannot elect a sign from zero task tensors")
+    score = torch.zeros_like(tasks[0])
+    for x in tasks:
+        score += x if method == "total" else x.sign()
+    if tie == "positive":
+        return torch.where(score >= 0, 1.0, -1.0).to(score.dtype)
     sign = score.sign()
     return torch.where(sign == 0, sign.sum().sign(), sign)
 
 
 def disjoint_mean(
-    stacked: torch.Tensor, sign: torch.Tensor, *, weights: Sequence[float] | None = None
+    tasks: Sequence[torch.Tensor] | torch.Tensor,
+    sign: torch.Tensor,
+    *,
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """Mean over the tasks that agree with the elected sign, ``(T, ...) -> (...)``.
+    """Mean over the tasks that agree with the elected sign, ``T × (...) -> (...)``.
 
     A task counts at a coordinate when its entry is non-zero and has the elected sign; the result
     is ``Σ_agreeing w_t τ_t / #agreeing`` (0 where none agrees). Weights scale the values but
-    not the count, as in PEFT's ``disjoint_merge``.
+    not the count, as in PEFT's ``disjoint_merge``. Tasks are accumulated one at a time.
 
     Args:
-        stacked: ``(T, ...)`` trimmed task tensors (unweighted; signs are read from these).
+        tasks: trimmed task tensors (unweighted; signs are read from these), a list or a tensor
+            with the task on dim 0.
         sign: ``(...)`` elected signs from :func:`elect_sign`.
         weights: ``T`` per-task weights (all 1 when None).
 
     Raises:
-        ValueError: ``weights`` length differs from ``T``.
+        ValueError: ``weights`` length differs from the number of tasks.
     """
-    agree = (stacked.sign() == sign) & (stacked != 0)  # (T, ...)
-    weighted = stacked
-    if weights is not None:
-        if len(weights) != stacked.shape[0]:
-            raise ValueError(f"got {len(weights)} weights for {stacked.shape[0]} task tensors")
-        w = torch.tensor(list(weights), dtype=stacked.dtype)
-        weighted = stacked * w.view(-1, *([1] * (stacked.ndim - 1)))
-    total = (weighted * agree).sum(dim=0)
-    return total / agree.sum(dim=0).clamp(min=1)
+    if weights is not None and len(weights) != len(tasks):
+        raise ValueError(f"got {len(weights)} weights for {len(tasks)} task tensors")
+    total = torch.zeros_like(sign)
+    count = torch.zeros_like(sign)
+    for t, x in enumerate(tasks):
+        agree = (x.sign() == sign) & (x != 0)
+        weighted = x if weights is None else x * float(weights[t])
+        total += weighted * agree
+        count += agree
+    return total / count.clamp(min=1)
 
 
 def drop_and_rescale(

@@ -148,16 +148,14 @@ def ties_merge_parts(
         )
     merged = []
     for i in range(num_parts):
-        trimmed = torch.stack(
-            [
-                trim_by_magnitude(
-                    task_tensor(i, t),
-                    density=density,
-                    threshold=None if thresholds is None else thresholds[t],
-                )
-                for t in range(num_tasks)
-            ]
-        )  # (T, ...)
+        trimmed = [
+            trim_by_magnitude(
+                task_tensor(i, t),
+                density=density,
+                threshold=None if thresholds is None else thresholds[t],
+            )
+            for t in range(num_tasks)
+        ]  # T tensors of this part only
         sign = elect_sign(trimmed, method=sign_method)
         merged.append(scaling * disjoint_mean(trimmed, sign, weights=weights))
         report_progress(progress, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
