@@ -65,7 +65,7 @@ def load_panel() -> None:
             "(or a folder of such folders). Pickle files (.bin, .pt) are never loaded.",
         )
         name = st.text_input("Name for loose files", value="uploaded", key="adapters.upload_name")
-        if st.button("Load uploaded files", disabled=not files):
+        if st.button("Load uploaded files", disabled=not files, key="adapters.upload_load"):
             remember(*load_from_uploads(files, name))
     for message in st.session_state[state.LOAD_MESSAGES]:
         st.error(message)
