@@ -126,7 +126,7 @@ def _histogram(chunks: Iterable[torch.Tensor], *, prefix: int | None) -> np.ndar
             keys = bits >> _LOW_BITS
         else:
             keys = bits[(bits >> _LOW_BITS) == prefix] & (_BINS - 1)
-        counts += np.bincount(keys.numpy(), minlength=_BINS)
+        counts += np.bincount(keys.cpu().numpy(), minlength=_BINS)
     return counts
 
 
@@ -212,7 +212,8 @@ def drop_and_rescale(
     """DARE: drop each entry with probability ``p``, scale survivors by ``1 / (1 - p)``.
 
     Args:
-        tensor: any shape (CPU; the mask is drawn on CPU from ``generator``).
+        tensor: any shape, on any device (the mask is drawn on CPU from ``generator``, so a
+            seed gives the same mask everywhere).
         drop_rate: ``p`` in [0, 1). ``p = 0`` returns an exact copy and draws nothing.
         generator: the source of randomness (None uses torch's global RNG; the merge functions
             always pass one).
@@ -225,5 +226,5 @@ def drop_and_rescale(
     if drop_rate == 0.0:
         return tensor.clone()
     keep_prob = torch.full(tensor.shape, 1.0 - drop_rate, dtype=torch.float32)
-    keep = torch.bernoulli(keep_prob, generator=generator).to(tensor.dtype)
+    keep = torch.bernoulli(keep_prob, generator=generator).to(tensor.device, tensor.dtype)
     return tensor * keep / (1.0 - drop_rate)

@@ -164,3 +164,27 @@ def test_all_untrained_adapters_give_zero(tiny_set, variant):
     for name in zero.modules:
         assert res.modules[name].factors.rank == 0  # every shared component is below the floor
         assert torch.count_nonzero(res.delta(name)) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("method", "opts"),
+    [
+        ("ties", {"density": 0.3}),
+        ("dare", {"variant": "ties", "drop_rate": 0.5, "density": 0.5}),
+        ("knots", {"variant": "dare", "drop_rate": 0.3}),
+    ],
+)
+def test_cuda_factors_give_the_cpu_answer(tiny_set, method, opts):
+    """Element-wise steps run where the factors live; masks come from the same CPU seeds."""
+    cuda = AdapterSet.from_adapters(
+        [
+            Adapter(
+                a.name, {n: m.with_factors(m.B.cuda(), m.A.cuda()) for n, m in a.modules.items()}
+            )
+            for a in tiny_set
+        ]
+    )
+    want, got = merge(tiny_set, method, seed=2, **opts), merge(cuda, method, seed=2, **opts)
+    for name in tiny_set.modules:
+        torch.testing.assert_close(got.delta(name).cpu(), want.delta(name), rtol=1e-4, atol=1e-4)
