@@ -1,0 +1,251 @@
+"""Merge + export benchmark on LLaMA-3-8B-shaped synthetic LoRA adapters, against PEFT.
+
+Ours: 6 tasks, r = 16, q/k/v/o_proj in 32 layers (q/o 4096 × 4096, k/v 1024 × 4096), merged with
+TA, KnOTS-TA, TSV-M (low-rank), Iso-C (low-rank) and Pico-TA, then exported as a PEFT adapter at
+rank 16 (each method timed on its own: merge, then SVD-truncate and write to a temp folder).
+
+PEFT: ``add_weighted_adapter(combination_type="svd")`` (its TA + dense SVD to rank 16, the same
+output as our TA export) on a torch model with the same layer shapes but only ``--peft-layers``
+layers (dense SVDs of 4096 × 4096 take long); its per-layer time is extrapolated to 32 layers and
+labelled as such. On the measured layers the two rank-16 results are compared.
+
+Run:  python benchmarks/merge.py [--layers 32] [--peft-layers 2] [--no-peft]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from merging_core.adapters import Adapter, AdapterSet, LoraModule
+from merging_core.export import export_merge
+from merging_core.merge import merge
+from merging_core.methods import available_methods
+
+SHAPES = {
+    "q_proj": (4096, 4096),
+    "k_proj": (1024, 4096),
+    "v_proj": (1024, 4096),
+    "o_proj": (4096, 4096),
+}  # (d_out, d_in) of LLaMA-3-8B attention
+METHODS = (  # (label, method id, params)
+    ("TA", "task_arithmetic", {"scaling": 0.4}),
+    ("KnOTS-TA", "knots", {"variant": "ta", "scaling": 0.4}),
+    ("TSV-M (low-rank)", "tsv_m", {"mode": "low_rank"}),
+    ("Iso-C (low-rank)", "iso_c", {"mode": "low_rank"}),
+    ("Pico-TA", "pico", {"base": "task_arithmetic"}),
+)
+
+
+def module_path(layer: int, proj: str) -> str:
+    return f"model.layers.{layer}.self_attn.{proj}"
+
+
+def synthetic_adapters(*, tasks: int, rank: int, layers: int, seed: int = 0) -> AdapterSet:
+    """``tasks`` random rank-``rank`` adapters: ``B (d_out, r)``, ``A (r, d_in)`` ~ N(0, 1/d)."""
+    g = torch.Generator().manual_seed(seed)
+    adapters = []
+    for t in range(tasks):
+        mods = {}
+        for layer in range(layers):
+            for proj, (d_out, d_in) in SHAPES.items():
+                B = torch.randn(d_out, rank, generator=g) / rank**0.5
+                A = torch.randn(rank, d_in, generator=g) / d_in**0.5
+                mods[module_path(layer, proj)] = LoraModule(B=B, A=A)
+        adapters.append(Adapter(name=f"task{t}", modules=mods))
+    return AdapterSet.from_adapters(adapters)
+
+
+def time_ours(aset: AdapterSet, method: str, params: dict, rank: int, tmp: Path) -> dict:
+    """Merge, then export at ``rank`` into ``tmp``; seconds for each and the result."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = merge(aset, method, **params)
+    t1 = time.perf_counter()
+    report = export_merge(result, tmp / method, rank=rank)
+    t2, c2 = time.perf_counter(), time.process_time()
+    return {
+        "cpu": c2 - c0,
+        "merge": t1 - t0,
+        "export": t2 - t1,
+        "total": t2 - t0,
+        "result": result,
+        "max_err": report.max_rel_error,
+        "path": tmp / method,
+    }
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        for proj, (d_out, d_in) in SHAPES.items():
+            setattr(self, proj, nn.Linear(d_in, d_out, bias=False))
+
+
+class Layer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.self_attn = Attention()
+
+
+class TinyLlama(nn.Module):
+    """Only the attention projections, so PEFT's module paths match ours."""
+
+    def __init__(self, layers: int) -> None:
+        super().__init__()
+        self.model = nn.Module()
+        self.model.layers = nn.ModuleList([Layer() for _ in range(layers)])
+
+
+def peft_model(aset: AdapterSet, layers: int, rank: int):
+    """A PEFT model over ``layers`` layers carrying every adapter (alpha = r: scale 1)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(SHAPES), lora_dropout=0.0)
+    model = None
+    for adapter in aset:
+        if model is None:
+            model = get_peft_model(TinyLlama(layers), config, adapter_name=adapter.name)
+        else:
+            model.add_adapter(adapter.name, config)
+    root = model.base_model.model
+    with torch.no_grad():
+        for adapter in aset:
+            for layer in range(layers):
+                for proj in SHAPES:
+                    name = module_path(layer, proj)
+                    target = root.get_submodule(name)
+                    target.lora_A[adapter.name].weight.copy_(adapter.modules[name].A)
+                    target.lora_B[adapter.name].weight.copy_(adapter.modules[name].B)
+    return model
+
+
+def time_peft(
+    aset: AdapterSet, layers: int, rank: int, scaling: float
+) -> tuple[float, float, object]:
+    """Wall and CPU seconds of PEFT's svd merge over ``layers`` layers, and the model."""
+    model = peft_model(aset, layers, rank)
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.add_weighted_adapter(
+        adapters=aset.names,
+        weights=[scaling] * len(aset),
+        adapter_name="merged_svd",
+        combination_type="svd",
+    )
+    return time.perf_counter() - t0, time.process_time() - c0, model
+
+
+def peft_vs_ours(model, ours, layers: int) -> float:
+    """Max relative difference of PEFT's rank-r ΔW and our TA export's, on the PEFT layers."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(ours / "adapter_model.safetensors"))
+    root = model.base_model.model
+    worst = 0.0
+    for layer in range(layers):
+        for proj in SHAPES:
+            name = module_path(layer, proj)
+            theirs = root.get_submodule(name).get_delta_weight("merged_svd")
+            key = f"base_model.model.{name}"
+            mine = tensors[f"{key}.lora_B.weight"] @ tensors[f"{key}.lora_A.weight"]
+            worst = max(worst, float((theirs - mine).norm() / mine.norm()))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--tasks", type=int, default=6)
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank of each task adapter")
+    parser.add_argument("--export-rank", type=int, default=16)
+    parser.add_argument("--peft-layers", type=int, default=2)
+    parser.add_argument("--no-peft", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="method labels to run (default all)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores (1-min load "
+        f"{os.getloadavg()[0]:.1f} before the run), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"adapters: {args.tasks} tasks, r={args.rank}, q/k/v/o_proj x {args.layers} layers "
+        f"(q/o 4096x4096, k/v 1024x4096); every export at rank {args.export_rank}\n"
+    )
+    aset = synthetic_adapters(tasks=args.tasks, rank=args.rank, layers=args.layers)
+    registered = {m.name for m in available_methods()}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, method, params in METHODS:
+            if args.only is not None and label not in args.only:
+                continue
+            if method not in registered:
+                rows.append((label, None, f"skipped: method {method!r} is not registered"))
+                continue
+            try:
+                rows.append(
+                    (label, time_ours(aset, method, params, args.export_rank, Path(tmp)), "")
+                )
+            except (ValueError, KeyError) as err:
+                rows.append((label, None, f"skipped: {err}"))
+        peft = None if args.no_peft else run_peft(aset, args, rows)
+        print_table(rows, peft, args)
+
+
+def run_peft(aset: AdapterSet, args: argparse.Namespace, rows: list) -> dict | None:
+    try:
+        import peft  # noqa: F401
+    except ImportError as err:
+        print(f"PEFT baseline skipped: {err}")
+        return None
+    wall, cpu, model = time_peft(aset, args.peft_layers, args.rank, scaling=0.4)
+    ta = next((r for label, r, _ in rows if label == "TA" and r is not None), None)
+    diff = peft_vs_ours(model, ta["path"], args.peft_layers) if ta else float("nan")
+    per = args.layers / args.peft_layers
+    return {"wall": wall, "cpu": cpu, "wall32": wall * per, "cpu32": cpu * per, "diff": diff}
+
+
+def print_table(rows: list, peft: dict | None, args: argparse.Namespace) -> None:
+    head = f"{'method':<18}{'merge s':>9}{'export s':>10}{'total s':>9}{'CPU s':>8}{'max err':>11}"
+    head += f"{'PEFT/ours wall':>16}{'PEFT/ours CPU':>15}" if peft else ""
+    print(head)
+    print("-" * len(head))
+    for label, r, note in rows:
+        if r is None:
+            print(f"{label:<18}{note}")
+            continue
+        line = (
+            f"{label:<18}{r['merge']:>9.2f}{r['export']:>10.2f}{r['total']:>9.2f}"
+            f"{r['cpu']:>8.2f}{r['max_err']:>11.3e}"
+        )
+        if peft:
+            line += f"{peft['wall32'] / r['total']:>15.0f}x{peft['cpu32'] / r['cpu']:>14.0f}x"
+        print(line)
+    if peft:
+        print(
+            f"\nPEFT add_weighted_adapter(combination_type='svd'): measured on "
+            f"{args.peft_layers} layer(s): {peft['wall']:.1f} s wall, {peft['cpu']:.1f} s CPU; "
+            f"EXTRAPOLATED x{args.layers / args.peft_layers:g} to {args.layers} layers: "
+            f"{peft['wall32']:.0f} s wall, {peft['cpu32']:.0f} s CPU (merge only, no write)."
+        )
+        print(
+            f"PEFT-svd vs our TA export (both rank {args.export_rank}) on those layers: max "
+            f"relative ΔW difference {peft['diff']:.2e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
