@@ -27,8 +27,11 @@ def load_bundle(name: str) -> tuple[Any | None, str]:
         return None, "the sample bundles are not built yet (merging_core.bundles.load_bundle)"
     try:
         return loader(name), ""
+    except KeyError as err:  # not shipped in this checkout
+        detail = err.args[0] if err.args else name
+        return None, f"it is not built in this checkout ({detail})"
     except LOAD_ERRORS as err:
-        return None, f"bundle {name!r} could not be opened: {err}"
+        return None, f"it could not be opened: {err}"
 
 
 def bundle_adapters() -> list[Adapter]:
