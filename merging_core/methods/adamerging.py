@@ -21,6 +21,7 @@ Reference: https://arxiv.org/abs/2310.02575
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -111,8 +112,12 @@ def run_adamerging(
         "anchors": list(anchors),
     }
     result = merged_result(adapter_set, banks, coeffs(), diagnostics=diagnostics, extras=state)
+    method = "adamerging_layer" if layerwise else "adamerging_task"
+    params = {"variant": variant, "steps": config.steps, "lr": float(lr),
+              "batch_size": int(batch_size), "rho": prefs}  # fmt: skip
+    result = replace(result, method=method, params=params, seed=int(seed))
     return TaraRun(
-        method="adamerging_layer" if layerwise else "adamerging_task", rho=prefs, alpha=0.0,
+        method=method, rho=prefs, alpha=0.0,
         scalarisation="linear" if variant == "tara_repo" else "sum", state=state,
         losses=trace.losses, entropies=trace.entropies, anchors=anchors, result=result,
         steps_done=trace.steps_done, stopped=trace.stopped, seconds=trace.seconds,

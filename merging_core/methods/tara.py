@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -187,6 +187,10 @@ def run_tara(
         adapter_set, banks, coeffs(), diagnostics=_diagnostics(prefs, anchors, trace, alpha),
         extras={"phi": state, "variant": variant},
     )  # fmt: skip
+    params = {"rho": prefs, "alpha": float(alpha), "scalarisation": scalarisation,
+              "steps": int(steps), "lr": float(lr), "batch_size": int(batch_size),
+              "init": float(init)}  # fmt: skip
+    result = replace(result, method=method, params=params, seed=int(seed))
     return TaraRun(
         method=method, rho=prefs, alpha=float(alpha), scalarisation=scalarisation, state=state,
         losses=trace.losses, entropies=trace.entropies, anchors=anchors, result=result,

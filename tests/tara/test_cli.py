@@ -79,3 +79,11 @@ def test_bad_rho_is_a_clean_error(toy_bundle, capsys):
         main(["tara", "--rho", "1,-1,1", "--steps", "1", "--no-progress", "--device", "cpu"]) == 2
     )
     assert "rho[1]" in capsys.readouterr().err
+
+
+def test_tara_command_exports_a_peft_adapter(toy_bundle, tmp_path, capsys):
+    out = tmp_path / "merged"
+    rc = main(["tara", "--steps", "1", "--out", str(out), "--json", "--no-progress",
+               "--device", "cpu"])  # fmt: skip
+    assert rc == 0 and json.loads(capsys.readouterr().out)["export"] == str(out)
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()

@@ -39,7 +39,8 @@ def full_entropy(context, encoder, task):
 
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_init_point_is_task_arithmetic_at_04(toy_adapters, toy_context, variant):
-    run = run_tara(toy_adapters, toy_context, variant=variant, steps=0)
+    run = run_tara(toy_adapters, toy_context, variant=variant, steps=0, seed=5)
+    assert (run.result.method, run.result.seed) == (f"tara_{variant}", 5)
     ta = merge(toy_adapters, "task_arithmetic", scaling=0.4)
     for path in MODULES:
         torch.testing.assert_close(run.result.delta(path), ta.delta(path), atol=1e-5, rtol=1e-5)
