@@ -1,11 +1,14 @@
 """Export: write the current merge as a PEFT adapter (+ recipe + model card) and zip it."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from app_support import state
 from app_support.exporting import default_folder, export, zip_folder
 from app_support.library import feature, needs
 from app_support.workset import working_set
+from merging_core.methods import get_method
 
 ERRORS = (ValueError, KeyError, TypeError, OSError)
 
@@ -29,11 +32,17 @@ if adapter_set is None or not set(result.adapter_names) <= set(adapter_set.names
     st.stop()
 
 st.markdown(
-    f"**Merge:** {result.method} of {len(result.adapter_names)} adapters "
+    f"**Merge:** {get_method(result.method).pretty_name} of {len(result.adapter_names)} adapters "
     f"({', '.join(result.adapter_names)}), seed {result.seed}"
 )
+st.caption("Parameters: " + ", ".join(f"{k} = {v}" for k, v in result.params.items()))
 with st.form("export.form", border=True):
-    folder = st.text_input("Target folder", value=default_folder(result), key="export.folder")
+    folder = st.text_input(
+        "Target folder",
+        value=default_folder(result),
+        key="export.folder",
+        help=f"A relative folder is created under {Path.cwd()}.",
+    )
     exact = st.toggle("Keep the exact rank of each module", value=True, key="export.exact")
     rank = st.number_input(
         "Rank per module (when not exact)",
