@@ -216,6 +216,8 @@ def _sweep_method(method, pair, context, evaluate, grid, steps, warm_steps, opti
             init_phi=None if neighbour is None else states[neighbour],
             options=dict(options or {}), should_stop=stop,
         )  # fmt: skip
+        if run.stopped:
+            return
         states[k] = run.state
         scores = tuple(float(s) for s in evaluate(run.result, pair.names))
         emit(TradeoffPoint(method, f"t={t:.2f}", t, scores, time.perf_counter() - start))
@@ -335,6 +337,8 @@ def preference_cloud(
             run = run_preference(method, adapter_set, context, rho, steps=warm_steps,
                                  init_phi=base.state, options=dict(options or {}),
                                  should_stop=should_stop)  # fmt: skip
+            if run.stopped:
+                break
             row = [float(s) for s in evaluate(run.result, adapter_set.names)]
             rows.append(row)
             done += 1

@@ -117,3 +117,13 @@ def test_spread_and_alignment_goldens():
     follows = torch.tensor([[1.0, 9.0], [5.0, 5.0], [9.0, 1.0]])
     assert preference_alignment(rhos, follows) == pytest.approx(1.0)
     assert preference_alignment(rhos, -follows) == pytest.approx(-1.0)
+
+
+def test_cancelled_sweep_emits_only_finished_points(toy_adapters, toy_context):
+    ticks = iter(range(1000))
+    res = two_task_sweep(
+        toy_adapters, toy_context, make_evaluate(toy_context), tasks=(0, 1), points=5,
+        methods=("tara_a",), steps=4, warm_steps=4, baselines=False,
+        should_stop=lambda: next(ticks) >= 7,
+    )  # fmt: skip
+    assert [p.t for p in res.points] == [0.5]
