@@ -1,12 +1,13 @@
 """Pico: pre-merge interference calibration in output space (Tang & Yang, arXiv 2604.16826).
 
 Space: factors (B). Per module, the scale-folded output factors are stacked,
-``B_all = [B_1 … B_T]`` ``(m, R)``, with thin SVD ``U diag(σ) ·``. Each direction's sharing score
+``B_all = [B_1 … B_T]`` ``(m, R)``, with thin SVD ``U diag(σ) Vᵀ``. Each direction's sharing score
 is its energy fraction ``s_j = σ_j² / Σ_k σ_k²`` and its calibration factor
 ``α_j = 1 / (1 + (T − 1) s_j)`` ∈ [1/T, 1]. The calibration operator
 ``S = I_m + U diag(α − 1) Uᵀ`` shrinks the crowded shared directions of B (A is untouched):
-
-    B̃_t = S B_t = B_t + U ((α − 1) ⊙ (Uᵀ B_t))          (never forms the m × m matrix S)
+``B̃_t = S B_t``. We never form the ``m × m`` matrix S nor the SVD: the same map is
+``[B̃_1 … B̃_T] = E · B_all (E I + (T − 1) B_allᵀ B_all)⁻¹`` with ``E = ‖B_all‖_F²``
+(see :func:`calibrate_b`).
 
 The calibrated adapters are merged with a base method M (Task Arithmetic, TIES or TSV-M, through
 :func:`merging_core.merge.merge`), and the result is rescaled per module so that its Frobenius
@@ -46,25 +47,16 @@ from merging_core.methods.registry import Param, register_method
 BASE_METHODS = ("task_arithmetic", "ties", "tsv_m")
 
 
-def calibration_factors(B_all: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left singular vectors of ``B_all`` and Pico's per-direction factors α.
-
-    Args:
-        B_all: ``(m, R)`` stacked, scale-folded output factors.
-        num_tasks: T.
-
-    Returns:
-        ``U (m, min(m, R))`` float64 and ``α (min(m, R),)`` with ``α_j = 1/(1 + (T−1) s_j)``.
-    """
-    U, sigma, _ = torch.linalg.svd(B_all.to(CORE_DTYPE), full_matrices=False)
-    energy = sigma**2
-    total = float(energy.sum())
-    shares = energy / total if total > 0.0 else torch.zeros_like(energy)
-    return U, 1.0 / (1.0 + (num_tasks - 1) * shares)
-
-
 def calibrate_b(Bs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Pico's calibrated output factors ``B̃_t = S B_t`` for one module.
+    """Pico's calibrated output factors ``B̃_t = S B_t`` for one module, without an SVD.
+
+    With ``B_all = U Σ Vᵀ``, ``G = B_allᵀ B_all = V Σ² Vᵀ`` and ``E = tr G = Σ σ_j²``, the
+    paper's ``S B_all = U diag(α) Σ Vᵀ`` with ``α_j = E / (E + (T−1) σ_j²)`` is the matrix function
+
+        S B_all = E · B_all (E I + (T − 1) G)⁻¹          (R × R solve, SPD, condition ≤ T)
+
+    so the calibration costs one ``(m, R)`` Gram and one small solve instead of an SVD of the
+    ``m × R`` stack, and directions with ``σ_j = 0`` need no special case.
 
     Args:
         Bs: per task ``(m, r_t)``, LoRA scale folded in.
@@ -74,13 +66,16 @@ def calibrate_b(Bs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """
     if len(Bs) == 0:
         raise ValueError("calibrate_b needs at least one B factor, got none")
-    U, alpha = calibration_factors(torch.cat([B.to(CORE_DTYPE) for B in Bs], dim=1), len(Bs))
-    out = []
-    for B in Bs:
-        B64 = B.to(CORE_DTYPE)
-        coords = U.T @ B64  # (k, m) @ (m, r_t) -> (k, r_t)
-        out.append((B64 + U @ ((alpha - 1.0)[:, None] * coords)).to(B.dtype))
-    return out
+    B_all = torch.cat([B.to(CORE_DTYPE) for B in Bs], dim=1)  # (m, R)
+    gram = B_all.T @ B_all  # (R, R)
+    energy = float(torch.trace(gram))
+    if energy == 0.0:
+        return [B.clone() for B in Bs]
+    system = energy * torch.eye(gram.shape[0], dtype=CORE_DTYPE) + (len(Bs) - 1) * gram
+    # B_all · E (E I + (T−1) G)⁻¹ = E · (solve(system, B_allᵀ))ᵀ since the system is symmetric
+    calibrated = energy * torch.linalg.solve(system, B_all.T).T  # (m, R)
+    widths = [B.shape[1] for B in Bs]
+    return [c.to(B.dtype) for c, B in zip(calibrated.split(widths, dim=1), Bs, strict=True)]
 
 
 def calibrated_set(adapter_set: AdapterSet) -> AdapterSet:

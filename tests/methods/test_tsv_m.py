@@ -65,11 +65,25 @@ def test_golden_two_tasks_at_45_degrees(set_from_deltas):
     _close(result.delta("m"), expected)
 
 
+def _polar_svd(X: torch.Tensor) -> torch.Tensor:
+    P, _, Qh = torch.linalg.svd(X, full_matrices=False)
+    return P @ Qh
+
+
 def test_polar_factor_matches_definition():
     X = torch.randn(9, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     P = polar_factor(X)
     _close(P, _polar_dense(X), tol=1e-10)
+    _close(P, _polar_svd(X), tol=1e-10)
     _close(P.T @ P, torch.eye(4, dtype=torch.float64), tol=1e-12)
+
+
+def test_polar_factor_of_nearly_dependent_columns_is_still_orthonormal():
+    X = torch.randn(9, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    X[:, 2] = X[:, 1] + 1e-7 * X[:, 0]  # κ(X) ≈ 1e7: the Gram route would lose all accuracy
+    P = polar_factor(X)
+    _close(P.T @ P, torch.eye(3, dtype=torch.float64), tol=1e-10)
+    _close(P, _polar_svd(X), tol=1e-8)
 
 
 @pytest.mark.parametrize("mode", ["low_rank", "official"])
