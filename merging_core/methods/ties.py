@@ -20,9 +20,11 @@ Conventions versus other implementations:
     * kept count is ``int(density · N)`` (PEFT); the official notebook keeps one more;
     * per-task weights scale the trimmed values after the sign election and do not enter the
       disjoint mean's count (PEFT's ``ties``); the official code has one λ only;
-    * an exactly tied elected sign takes the majority of this module's elected signs (the
-      official rule, which takes it over the whole model) and is dropped if that ties too.
-      Ties happen only where non-zero values cancel exactly, e.g. merging w and −w.
+    * with ``sign_method="total"`` an exactly tied elected sign takes the majority of this
+      module's elected signs (the official rule, which takes it over the whole model) and is
+      dropped if that ties too; such ties need non-zero values that cancel exactly (w and −w);
+    * ``"frequency"`` is PEFT's option and uses PEFT's tie rule (a tied count elects +): with an
+      even number of tasks tied counts are common, so the rule matters there.
 
 Reference: https://arxiv.org/abs/2306.01708
 """
@@ -56,6 +58,7 @@ from merging_core.methods.task_arithmetic import adapter_weights
 TaskTensor = Callable[[int, int], torch.Tensor]  # (part index, task index) -> tensor
 THRESHOLDS = ("global", "per_tensor")
 SIGN_METHODS = ("total", "frequency")
+TIE_RULES = {"total": "majority", "frequency": "positive"}  # official / PEFT, see above
 
 SCALING = Param(
     "scaling",
@@ -156,7 +159,7 @@ def ties_merge_parts(
             )
             for t in range(num_tasks)
         ]  # T tensors of this part only
-        sign = elect_sign(trimmed, method=sign_method)
+        sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
         merged.append(scaling * disjoint_mean(trimmed, sign, weights=weights))
         report_progress(progress, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
     return merged, thresholds

@@ -90,8 +90,10 @@ def test_density_gives_the_exact_nonzero_count(single_set, density):
 @pytest.mark.filterwarnings("ignore:The density 1.0:UserWarning")
 @pytest.mark.parametrize("sign_method", ["total", "frequency"])
 @pytest.mark.parametrize("density", [0.2, 0.7, 1.0])
-def test_per_tensor_matches_peft_ties(tiny_set, deltas_of, sign_method, density):
-    weights = [0.8, -0.5, 1.7]
+@pytest.mark.parametrize("num_adapters", [3, 4])  # even T: tied sign counts are common
+def test_per_tensor_matches_peft_ties(make_set, deltas_of, sign_method, density, num_adapters):
+    tiny_set = make_set(num_adapters)
+    weights = [0.8, -0.5, 1.7, 1.1][:num_adapters]
     res = merge(tiny_set, "ties", density=density, threshold="per_tensor",
                 sign_method=sign_method, weights=weights, scaling=1.3)  # fmt: skip
     for name in tiny_set.modules:
