@@ -45,6 +45,20 @@ def test_golden_two_by_two(set_from_deltas):
     assert torch.equal(res.delta("m"), torch.tensor([[-2.0, -1.0], [0.0, 1.0]]))
 
 
+@pytest.mark.filterwarnings("ignore:The density 1:UserWarning")
+def test_golden_tied_sign_count_follows_peft_for_frequency(set_from_deltas):
+    # column 0: two positive and two negative entries (count tie, mass -4); elsewhere all negative
+    rows = [[1.0, -1.0, -1.0, -1.0], [2.0, -2.0, -2.0, -2.0], [-3.0, -1.0, -1.0, -1.0]]
+    rows.append([-4.0, -1.0, -1.0, -1.0])
+    s = set_from_deltas([{"m": torch.tensor([r])} for r in rows])
+    freq = merge(s, "ties", density=1.0, sign_method="frequency", scaling=1.0).delta("m")
+    mass = merge(s, "ties", density=1.0, sign_method="total", scaling=1.0).delta("m")
+    assert torch.equal(freq, torch.tensor([[1.5, -1.25, -1.25, -1.25]]))  # tie -> + (PEFT)
+    assert torch.equal(mass, torch.tensor([[-3.5, -1.25, -1.25, -1.25]]))
+    dws = [torch.tensor([r]) for r in rows]
+    assert torch.equal(freq, merge_utils.ties(dws, torch.ones(4), 1.0, "frequency"))
+
+
 @pytest.mark.parametrize("threshold", ["global", "per_tensor"])
 def test_single_adapter_at_density_one_comes_back_exactly(single_set, threshold):
     res = merge(single_set, "ties", density=1.0, threshold=threshold, scaling=1.0)
