@@ -1,7 +1,8 @@
 """Iso-C and Iso-CTS (Marczak et al., ICML 2025, "No Task Left Behind"), on LoRA updates.
 
-Space: ΔW. Both flatten the spectrum of a merged update: every kept singular value is replaced by
-their mean ``σ̄``, then the result is scaled by α.
+Space: ΔW (the default mode computes it exactly on the factors). Both flatten the spectrum of a
+merged update: every kept singular value is replaced by their mean ``σ̄``, then the result is
+scaled by α.
 
 * **Iso-C**: ``Δ_TA = Σ_t ΔW_t = U Σ Vᵀ``; ``ΔW = α σ̄ U Vᵀ``.
 * **Iso-CTS**: a common subspace (top-``k`` of ``Δ_TA``, ``k ≈ κ·N``) plus, for each task, the
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
-from merging_core.adapters import AdapterSet
+from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
 from merging_core.merge import (
     MergedModule,
@@ -172,7 +173,10 @@ def iso_cts_factors(
     return U, float(sigmas.mean()), V
 
 
-def _to_module(like, U: torch.Tensor, sigma: float, V: torch.Tensor, mode: str) -> MergedModule:
+def _to_module(
+    like: LoraModule, U: torch.Tensor, sigma: float, V: torch.Tensor, mode: str
+) -> MergedModule:
+    """``σ · U Vᵀ`` as factors ``(σU, Vᵀ)``, or dense in official mode."""
     B = (sigma * U).float()  # (m, N)
     A = V.T.contiguous().float()  # (N, n)
     if mode == "official":

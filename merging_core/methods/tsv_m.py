@@ -1,10 +1,11 @@
 """TSV-M, Task Singular Vectors Merge (Gargiulo et al., CVPR 2025), on LoRA updates.
 
-Space: ΔW. Per module, each task's update ``ΔW_t = B_t A_t`` is decomposed as
-``U_t diag(σ_t) V_tᵀ`` and its top-``k_t`` triplets are kept. The kept bases are placed side by
-side, ``U_cat = [U_1 … U_T]`` ``(m, K)`` and ``V_cat = [V_1 … V_T]`` ``(n, K)`` with
-``K = Σ k_t``, and replaced by their polar factors (nearest matrices with orthonormal columns,
-``X = P Σ Qᵀ -> P Qᵀ``; this is the official code's SVD-based orthogonalisation). The merge is
+Space: ΔW (the default mode computes it exactly on the factors). Per module, each task's update
+``ΔW_t = B_t A_t`` is decomposed as ``U_t diag(σ_t) V_tᵀ`` and its top-``k_t`` triplets are
+kept. The kept bases are placed side by side, ``U_cat = [U_1 … U_T]`` ``(m, K)`` and
+``V_cat = [V_1 … V_T]`` ``(n, K)`` with ``K = Σ k_t``, and replaced by their polar factors
+(nearest matrices with orthonormal columns, ``X = P Σ Qᵀ -> P Qᵀ``; this is the official code's
+SVD-based orthogonalisation). The merge is
 
     ΔW = λ · polar(U_cat) diag(σ_cat) polar(V_cat)ᵀ.
 
@@ -33,7 +34,7 @@ from collections.abc import Sequence
 
 import torch
 
-from merging_core.adapters import AdapterSet
+from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, frobenius_norm, svd_of_product
 from merging_core.merge import (
     MergedModule,
@@ -149,7 +150,10 @@ def tsv_bases(
     return polar_factor(U_cat), s_cat, polar_factor(V_cat)
 
 
-def _merge_module(mods: list, *, mode: str, scaling: float) -> tuple[MergedModule, int]:
+def _merge_module(
+    mods: Sequence[LoraModule], *, mode: str, scaling: float
+) -> tuple[MergedModule, int]:
+    """One module's TSV-M update (factors, or dense in official mode) and its triplet count."""
     U, s, V = tsv_bases([m.B for m in mods], [m.A for m in mods], mode=mode)
     B = (scaling * U * s).float()  # (m, K) * (K,) -> (m, K)
     A = V.T.contiguous().float()  # (K, n)
