@@ -22,6 +22,7 @@ Reference: https://arxiv.org/abs/2311.03099
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -114,9 +115,11 @@ def weighted_sum_parts(
             step=0.01,
             help="TIES variant only: kept fraction after dropping (1 = no trim, as PEFT).",
         ),
-        THRESHOLD,
-        SIGN_METHOD,
-        SCALING,
+        replace(
+            THRESHOLD, help="TIES variant only: trim over all modules of a task, or per module."
+        ),
+        replace(SIGN_METHOD, help="TIES variant only: elect the sign of summed values or signs."),
+        replace(SCALING, help="λ applied to the merged update."),
         WEIGHTS,
     ),
 )
