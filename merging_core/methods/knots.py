@@ -45,7 +45,13 @@ from merging_core.merge import (
 from merging_core.methods.dare import DROP_RATE, dropped_tensors, mask_seeds, weighted_sum_parts
 from merging_core.methods.registry import Param, register_method
 from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import SCALING, WEIGHTS, check_choice, ties_merge_parts
+from merging_core.methods.ties import (
+    SCALING,
+    WEIGHTS,
+    check_choice,
+    scaled_progress,
+    ties_merge_parts,
+)
 
 VARIANTS = ("ta", "ties", "dare")
 
@@ -187,6 +193,7 @@ def knots(
         weights=w,
         scaling=scaling,
         generator=generator,
+        progress=scaled_progress(progress, 0.5, 1.0),
     )
     modules = {
         name: MergedModule.from_factors(adapter_set.factors(name)[0], U, Z)

@@ -104,15 +104,31 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def scaled_progress(progress: Progress | None, start: float, end: float) -> Progress | None:
+    """A callback that maps a phase's ``[0, 1]`` onto ``[start, end]`` of ``progress``."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
 def task_thresholds(
-    task_tensor: TaskTensor, *, num_parts: int, num_tasks: int, density: float
+    task_tensor: TaskTensor,
+    *,
+    num_parts: int,
+    num_tasks: int,
+    density: float,
+    progress: Progress | None = None,
 ) -> list[float]:
     """Per task, the exact global trim threshold over all of its parts (two streaming passes)."""
 
     def chunks(t: int) -> Callable[[], Any]:
         return lambda: (task_tensor(i, t) for i in range(num_parts))
 
-    return [magnitude_threshold(chunks(t), density=density) for t in range(num_tasks)]
+    thresholds = []
+    for t in range(num_tasks):
+        thresholds.append(magnitude_threshold(chunks(t), density=density))
+        report_progress(progress, (t + 1) / num_tasks, f"trim threshold of task {t + 1}")
+    return thresholds
 
 
 def ties_merge_parts(
@@ -143,12 +159,17 @@ def ties_merge_parts(
     check_density(density)
     check_choice("threshold", threshold, THRESHOLDS)
     check_choice("sign_method", sign_method, SIGN_METHODS)
-    thresholds = None
+    thresholds, merge_phase = None, progress
     if threshold == "global" and density < 1.0:
-        report_progress(progress, 0.0, "finding each task's global trim threshold")
+        # the two threshold passes form every tensor twice, the merge pass once
         thresholds = task_thresholds(
-            task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density
+            task_tensor,
+            num_parts=num_parts,
+            num_tasks=num_tasks,
+            density=density,
+            progress=scaled_progress(progress, 0.0, 2 / 3),
         )
+        merge_phase = scaled_progress(progress, 2 / 3, 1.0)
     merged = []
     for i in range(num_parts):
         trimmed = [
@@ -161,7 +182,7 @@ def ties_merge_parts(
         ]  # T tensors of this part only
         sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
         merged.append(scaling * disjoint_mean(trimmed, sign, weights=weights))
-        report_progress(progress, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
+        report_progress(merge_phase, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
     return merged, thresholds
 
 

@@ -151,6 +151,7 @@ def test_progress_reaches_one(tiny_set):
     seen = []
     ties(tiny_set, progress=lambda f, msg: seen.append(f))
     assert seen[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in seen)
+    assert seen == sorted(seen) and len(seen) > 3  # threshold passes report too
 
 
 def test_bad_options_name_the_value(tiny_set):
