@@ -158,7 +158,7 @@ def pico(
         raise ValueError(f"base must be one of {list(BASE_METHODS)}, got {base!r}")
     report_progress(progress, 0.0, "calibrating B factors")
     calibrated = calibrated_set(adapter_set)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator else 0
+    seed = 0 if generator is None else int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     merged = merge(calibrated, base, seed=seed, **_base_params(base, ties_density))
     modules: dict[str, MergedModule] = {}
     gammas: dict[str, float] = {}

@@ -147,6 +147,14 @@ def test_acts_on_the_factors_not_on_delta_w(tiny_set, reparam):
     assert get_method("pico").space == "factors"
 
 
+def test_cancelling_pair_gives_zero(single_set, negate):
+    first = single_set.adapters[0]
+    pair = negate(AdapterSet.from_adapters([first, Adapter(name="t1", modules=first.modules)]), 1)
+    result = merge(pair, "pico")  # calibrated B's stay opposite, so the TA sum is zero
+    for name in pair.modules:
+        assert result.modules[name].norm() < 1e-6 * float(first.delta(name).norm())
+
+
 def test_spec_and_errors(tiny_set):
     info = get_method("pico")
     assert info.param("base").choices == ("task_arithmetic", "ties", "tsv_m")

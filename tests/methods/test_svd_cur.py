@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import merging_core.methods.svd_cur as svd_cur_module
-from merging_core import merge
+from merging_core import Adapter, AdapterSet, merge
 from merging_core.methods import get_method
 from merging_core.methods.svd_cur import cur_factors, fraction_of, svd_cur_factors
 
@@ -150,3 +150,17 @@ def test_fraction_rounding_and_spec(tiny_set):
     assert "unverified" in info.pretty_name and "reconstruction" in svd_cur_module.__doc__
     with pytest.raises(ValueError, match="selection"):
         merge(tiny_set, "svd_cur", selection="random")
+
+
+def _twin(adapter_set):
+    """The set's first adapter twice (named t0 and t1)."""
+    first = adapter_set.adapters[0]
+    return AdapterSet.from_adapters([first, Adapter(name="t1", modules=dict(first.modules))])
+
+
+def test_cancelling_pair_gives_zero(single_set, negate):
+    pair = negate(_twin(single_set), 1)  # w and −w: no shared part, CUR parts cancel
+    result = merge(pair, "svd_cur")
+    for name in pair.modules:
+        scale = float(single_set.adapters[0].delta(name).norm())
+        assert result.modules[name].norm() < 1e-6 * scale
