@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.factors import CORE_DTYPE, svd_of_product
+from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
 from merging_core.merge import (
     MergedModule,
     MergeResult,
@@ -85,17 +85,22 @@ def cur_factors(
     *,
     selection: str = "deterministic",
     generator: torch.Generator | None = None,
+    svd: LowRankSVD | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CUR of ``E = B @ A`` (``(m, r) @ (r, n)``) with ``count`` columns and rows, as factors.
 
     Never forms ``E``: ``C = B A[:, J]`` ``(m, c)``, ``R = B[I, :] A`` ``(c, n)`` and the core
     ``U = (C⁺ B)(A R⁺)`` ``(c, c)``.
 
+    Args:
+        svd: the thin SVD of ``B @ A`` if already computed (its top ``count`` singular vectors
+            give the leverage scores).
+
     Returns:
         ``(C U)`` ``(m, c)`` and ``R`` ``(c, n)``, float64, with ``C U R`` the CUR approximation.
     """
     B, A = B.to(CORE_DTYPE), A.to(CORE_DTYPE)
-    svd = svd_of_product(B, A)
+    svd = svd_of_product(B, A) if svd is None else svd
     cols = select_indices(
         leverage_scores(svd.V[:, :count]), count, selection=selection, generator=generator
     )
@@ -137,11 +142,11 @@ def svd_cur_factors(
     cur_total = 0
     for B, A in zip(Bs64, As64, strict=True):
         B_res = B - shared.U @ (shared.U.T @ B)  # (m, r_t): residual outside col(U_k)
-        rank = drop_below(svd_of_product(B_res, A), floor).rank
-        count = fraction_of(rank, cur_fraction)
+        svd = drop_below(svd_of_product(B_res, A), floor)
+        count = fraction_of(svd.rank, cur_fraction)
         if count == 0:
             continue
-        CU, R = cur_factors(B_res, A, count, selection=selection, generator=generator)
+        CU, R = cur_factors(B_res, A, count, selection=selection, generator=generator, svd=svd)
         B_parts.append(beta * CU)
         A_parts.append(R)
         cur_total += count
