@@ -240,6 +240,7 @@ def replay_recipe(
     *,
     paths: Sequence[str] | None = None,
     overwrite: bool = False,
+    context: Any = None,
     progress: Progress | None = None,
 ) -> ExportReport:
     """Redo a recipe: load and verify its inputs, merge, export to ``out``.
@@ -250,6 +251,7 @@ def replay_recipe(
         paths: adapter paths to use instead of the recorded ones (same order; hashes are still
             checked), e.g. when the recipe was written on another machine.
         overwrite: replace an existing ``out``.
+        context: the bundle context for data-driven methods (as for :func:`merge`).
         progress: optional ``callback(fraction, message)``; merge takes the first half.
 
     Returns:
@@ -279,6 +281,7 @@ def replay_recipe(
         checked["method"],
         seed=checked["seed"],
         progress=_half(progress, 0.0),
+        context=context,
         **checked["params"],
     )
     replayed = {
