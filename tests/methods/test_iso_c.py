@@ -34,7 +34,9 @@ def _official_code_iso_cts(deltas: list[torch.Tensor], fraction: float) -> torch
     for dw in deltas:
         w_ts = dw - u[:, :k] @ u[:, :k].T @ dw
         ut, st, vt = torch.linalg.svd(w_ts, full_matrices=False)
-        us.append(ut[:, :per]), ss.append(st[:per]), vs.append(vt[:per])
+        us.append(ut[:, :per])
+        ss.append(st[:per])
+        vs.append(vt[:per])
     U = torch.cat(us + [u[:, :k]], dim=1)
     V = torch.cat(vs + [v[:k]], dim=0)
     sigma = torch.cat(ss + [s[:k]]).mean()
