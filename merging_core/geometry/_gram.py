@@ -22,7 +22,7 @@ All tensors carry a leading batch dimension ``G`` (modules of the same shape and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -120,7 +120,9 @@ class ModuleBatch:
         """The ``T`` diagonal blocks ``(G, r_t, r_t)`` of an ``R × R`` batch."""
         return [self.block(M, t, t) for t in range(self.num_tasks)]
 
-    def map_blocks(self, M: torch.Tensor, fn):
+    def map_blocks(
+        self, M: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> list[torch.Tensor]:
         """``[fn(block_t) for t]`` over the diagonal blocks; one batched call if ranks match."""
         blocks = self.diag_blocks(M)
         if not self.equal_ranks:
@@ -171,11 +173,16 @@ def build_batch(
         Bs: ``Bs[g][t]`` is ``(m, r_t)``; As: ``As[g][t]`` is ``(r_t, n)``. All modules ``g`` must
             share ``m``, ``n`` and the ranks ``r_t``.
     """
-    B_cat = torch.stack([torch.cat([b.to(DTYPE) for b in row], dim=1) for row in Bs])  # (G, m, R)
-    A_stk = torch.stack([torch.cat([a.to(DTYPE) for a in row], dim=0) for row in As])  # (G, R, n)
     edges = [0]
     for b in Bs[0]:
         edges.append(edges[-1] + int(b.shape[1]))
+    G, m, n = len(Bs), int(Bs[0][0].shape[0]), int(As[0][0].shape[1])
+    B_cat = torch.empty(G, m, edges[-1], dtype=DTYPE)  # (G, m, R), filled with one copy each
+    A_stk = torch.empty(G, edges[-1], n, dtype=DTYPE)  # (G, R, n)
+    for g, (row_b, row_a) in enumerate(zip(Bs, As, strict=True)):
+        for t, (b, a) in enumerate(zip(row_b, row_a, strict=True)):
+            B_cat[g, :, edges[t] : edges[t + 1]].copy_(b)
+            A_stk[g, edges[t] : edges[t + 1]].copy_(a)
     Gb = B_cat.mT @ B_cat  # (G, R, m) @ (G, m, R) -> (G, R, R)
     Ga = A_stk @ A_stk.mT  # (G, R, n) @ (G, n, R) -> (G, R, R)
     return ModuleBatch(B_cat=B_cat, A_stk=A_stk, edges=tuple(edges), Gb=Gb, Ga=Ga)

@@ -113,7 +113,7 @@ def cur_from_batch(
     lev_rows = ((batch.B_cat @ (core.root_b.P @ Uk)) ** 2).sum(
         dim=-1
     )  # (G, m, R)(G, R, k) -> (G, m)
-    lev_cols = ((batch.A_stk.mT @ (core.root_a.P @ Vk)) ** 2).sum(dim=-1)  # -> (G, n)
+    lev_cols = (((core.root_a.P @ Vk).mT @ batch.A_stk) ** 2).sum(dim=-2)  # (G, k, n) -> (G, n)
     rows, cols = _top_k(lev_rows, k), _top_k(lev_cols, k)
     R = batch.edges[-1]
     A_J = torch.gather(batch.A_stk, 2, cols.unsqueeze(1).expand(-1, R, -1))  # (G, R, k)

@@ -14,21 +14,21 @@ column was not computed). Layers are grouped by :func:`merging_core.adapters.lay
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from merging_core.adapters import AdapterSet, LoraModule
+from merging_core.adapters import AdapterSet, LoraModule, layer_key
 from merging_core.geometry._gram import ModuleBatch, build_batch, sum_svd, task_sigmas
 from merging_core.geometry.conflicts import sign_conflict_rates
 from merging_core.geometry.coverage import coverage_from_batch
 from merging_core.geometry.crowding import crowding_from_batch
 from merging_core.geometry.cur import CUR_LABEL, angles_degrees, cur_from_batch
 from merging_core.geometry.spectra import clean_spectrum, effective_rank, energy_curve, stable_rank
+from merging_core.merge import Progress, report_progress
 
-Progress = Callable[[float, str], None]
 CHUNK_ELEMENTS = 1 << 23  # float64 entries of stacked factors per batch (64 MiB)
 
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -221,7 +221,7 @@ def analyse_geometry(
             rates = sign_conflict_rates(
                 [m.B for m in mods], [m.A for m in mods], densities=(1.0, sign_density)
             )
-            _report(progress, share + (1 - share) * (i + 1) / len(names), f"signs {name}")
+            report_progress(progress, share + (1 - share) * (i + 1) / len(names), f"signs {name}")
         rows[name]["sign_conflict_rate"], rows[name]["sign_conflict_rate_trimmed"] = rates
     per_module = [rows[n] for n in names]
     return GeometryReport(
@@ -240,11 +240,6 @@ _COVERAGE_NOTE = (
     "Coverage stacks: TARA's three-stack comparison as reconstructed (exact vectorisation and "
     "normalisation unpublished); rank-1-stack columns depend on the factorisation by design."
 )
-
-
-def _report(progress: Progress | None, fraction: float, message: str) -> None:
-    if progress is not None:
-        progress(float(fraction), message)
 
 
 def _group_modules(adapter_set: AdapterSet, names: list[str]) -> dict[tuple, list[str]]:
@@ -279,7 +274,7 @@ def _factor_rows(
             for name, row, det in _analyse_batch(batch, k_mod, chunk, factors):
                 rows[name], details[name] = row, det
             done += len(chunk)
-            _report(progress, share * done / len(names), f"geometry {chunk[-1]}")
+            report_progress(progress, share * done / len(names), f"geometry {chunk[-1]}")
     return rows, details
 
 
@@ -330,8 +325,6 @@ def _spectral_scalars(sigmas: list[torch.Tensor], ta: torch.Tensor) -> dict[str,
 
 
 def _id_columns(name: str, mods: list[LoraModule], batch: ModuleBatch) -> dict[str, Any]:
-    from merging_core.adapters import layer_key
-
     return {
         "module": name,
         "layer": layer_key(name),
