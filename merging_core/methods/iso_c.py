@@ -168,8 +168,9 @@ def iso_cts_factors(
     sigmas = torch.cat([p.S for p in parts])
     if sigmas.numel() == 0:
         return common.U, 0.0, common.V
-    U = polar_factor(torch.cat([p.U for p in parts], dim=1))  # (m, N)
-    V = polar_factor(torch.cat([p.V for p in parts], dim=1))  # (n, N)
+    partial = mode == "low_rank"
+    U = polar_factor(torch.cat([p.U for p in parts], dim=1), partial=partial)  # (m, N)
+    V = polar_factor(torch.cat([p.V for p in parts], dim=1), partial=partial)  # (n, N)
     return U, float(sigmas.mean()), V
 
 

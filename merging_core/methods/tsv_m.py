@@ -15,7 +15,9 @@ Two modes (methods.md §6):
   factors (QR both sides, ``r_t × r_t`` core) and only numerically non-zero triplets are kept, so
   the result is exact LoRA factors ``B = λ polar(U_cat) diag(σ_cat)`` ``(m, K)``,
   ``A = polar(V_cat)ᵀ`` ``(K, n)``. Cost ``O((m + n) K²)``. Depends on ΔW only, so
-  ``(B·M, M⁻¹·A)`` gives the same result as ``(B, A)``.
+  ``(B·M, M⁻¹·A)`` gives the same result as ``(B, A)``. If the stacked bases are exactly
+  dependent (identical adapters), the polar step is the partial isometry on their range, so no
+  direction outside the adapters' spans appears (two copies of one adapter merge to it).
 * ``"official"``: ``k = ⌊min(m, n)/T⌋`` for every task, as the reference code does, with a dense
   float32 SVD of each ``ΔW_t`` (streamed one module at a time; result kept dense). For LoRA this
   ``k`` usually exceeds ``r_t``: the extra triplets have ``σ ≈ 0`` and directions fixed only by
@@ -54,7 +56,7 @@ RANK_RTOL = 1e-6
 POLAR_GRAM_MIN = 1e-8
 
 
-def polar_factor(X: torch.Tensor) -> torch.Tensor:
+def polar_factor(X: torch.Tensor, *, partial: bool = False) -> torch.Tensor:
     """Nearest matrix with orthonormal columns to ``X`` (its polar factor), float64.
 
     ``polar(X) = P Qᵀ`` from the thin SVD ``X = P Σ Qᵀ``, which equals ``X (XᵀX)^{-1/2}``. When
@@ -64,16 +66,20 @@ def polar_factor(X: torch.Tensor) -> torch.Tensor:
 
     Args:
         X: ``(m, K)`` with ``K ≤ m``.
+        partial: for numerically rank-deficient ``X`` (e.g. two identical task bases), keep only
+            the singular pairs with ``σ > RANK_RTOL · σ_max``: the partial isometry on ``X``'s
+            range, instead of completing it with arbitrary directions as the dense SVD does.
 
     Returns:
-        ``(m, K)`` with orthonormal columns.
+        ``(m, K)``; orthonormal columns unless ``partial`` and ``X`` is rank-deficient.
     """
     X = X.to(CORE_DTYPE)
     evals, evecs = torch.linalg.eigh(X.T @ X)  # (K,), (K, K)
     if X.shape[1] > 0 and float(evals[0]) > POLAR_GRAM_MIN * float(evals[-1]):
         return X @ ((evecs * evals.rsqrt()) @ evecs.T)  # (m, K) @ (K, K)
-    P, _, Qh = torch.linalg.svd(X, full_matrices=False)  # (m, K), (K,), (K, K)
-    return P @ Qh
+    P, S, Qh = torch.linalg.svd(X, full_matrices=False)  # (m, K), (K,), (K, K)
+    keep = int((S > RANK_RTOL * S[0]).sum()) if partial and S.numel() else S.numel()
+    return P[:, :keep] @ Qh[:keep]
 
 
 def drop_below(svd: LowRankSVD, floor: float) -> LowRankSVD:
@@ -147,7 +153,8 @@ def tsv_bases(
     s_cat = torch.cat([p.S for p in parts])  # (K,)
     if s_cat.numel() == 0:
         return U_cat, s_cat, V_cat
-    return polar_factor(U_cat), s_cat, polar_factor(V_cat)
+    partial = mode == "low_rank"
+    return polar_factor(U_cat, partial=partial), s_cat, polar_factor(V_cat, partial=partial)
 
 
 def _merge_module(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from merging_core import merge
+from merging_core import Adapter, AdapterSet, merge
 from merging_core.methods import get_method
 from merging_core.methods.iso_c import split_budget
 
@@ -172,6 +172,18 @@ def test_iso_cts_is_flat_on_orthonormal_bases_and_kappa_one_is_iso_c(tiny_set):
     at_one = merge(tiny_set, "iso_cts", common_fraction=1.0, scaling=1.0)
     for name in tiny_set.modules:
         _close(at_one.delta(name), iso.delta(name))
+
+
+def test_iso_cts_identical_adapters_share_one_task_direction(single_set):
+    # κ = 0.5 on R' = 4: common = top-2 of 2ΔW; both residuals give the same third direction.
+    # The low-rank partial polar step counts it once and invents nothing: rank 3, σ̄ flat.
+    first = single_set.adapters[0]
+    twin = AdapterSet.from_adapters([first, Adapter(name="copy", modules=first.modules)])
+    result = merge(twin, "iso_cts", common_fraction=0.5, scaling=1.0)
+    dw = first.delta(SQUARE).double()
+    U, S, Vh = torch.linalg.svd(dw, full_matrices=False)
+    sigma = float(2 * S[0] + 2 * S[1] + 2 * S[2]) / 4
+    _close(result.delta(SQUARE), sigma * U[:, :3] @ Vh[:3])
 
 
 def test_spec_and_errors(tiny_set):

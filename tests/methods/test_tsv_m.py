@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from merging_core import merge
+from merging_core import Adapter, AdapterSet, merge
 from merging_core.methods import get_method
 from merging_core.methods.tsv_m import polar_factor, tsv_bases
 
@@ -131,6 +131,18 @@ def test_official_differs_from_low_rank_when_k_exceeds_the_rank(pair_set):
     low_rank = merge(pair_set, "tsv_m", mode="low_rank").delta(SQUARE)
     assert float((official - low_rank).norm() / low_rank.norm()) > 0.05
     assert torch.linalg.matrix_rank(low_rank.double(), rtol=1e-6) <= 8
+
+
+def test_identical_adapters_merge_to_the_adapter_without_invented_directions(single_set, reparam):
+    # U_cat = [U, ±U] is rank-deficient: the low-rank mode's partial polar factor gives
+    # ½(U S Vᵀ + U S Vᵀ) = ΔW, where a full polar factor would add N S Mᵀ for arbitrary N, M.
+    first = single_set.adapters[0]
+    twin = AdapterSet.from_adapters(
+        [first, Adapter(name="copy", modules=reparam(single_set).adapters[0].modules)]
+    )
+    result = merge(twin, "tsv_m", scaling=1.0)
+    for name in twin.modules:
+        _close(result.delta(name), first.delta(name))
 
 
 def test_modes_agree_when_k_is_within_every_rank(make_set):
