@@ -157,3 +157,12 @@ def test_sign_conflicts_switch_progress_and_errors(factors):
         analyse_geometry(aset, k=0)
     with pytest.raises(ValueError, match="sign_density"):
         analyse_geometry(aset, sign_density=1.5)
+
+
+def test_single_adapter_is_its_own_coverage():
+    Bs, As = random_factors(6, 8, 5, [2])
+    rep = analyse_geometry(adapter_set_from({"l.0.q": Bs}, {"l.0.q": As}))
+    row = rep.per_module[0]
+    assert row["coverage_ratio"] == pytest.approx(1.0) and row["ta_coverage"] == pytest.approx(1.0)
+    assert row["erank_dw_stack"] == pytest.approx(1.0) and row["overlap_B_mean"] == 0.0
+    assert row["sign_conflict_rate"] == 0.0
