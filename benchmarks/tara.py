@@ -1,0 +1,276 @@
+"""TARA benchmark on the vision8 sample bundle: timings and the paper's Table-1 layout.
+
+    python benchmarks/tara.py [--bundle vision8] [--seeds 3] [--skip-timings] [--skip-table]
+                              [--steps 250] [--device auto]
+
+Prints (stdout, Markdown):
+
+1. CPU (or CUDA) timings: a full TARA-A / TARA-B run, a warm-started re-run after a ρ change,
+   an 11-point two-task sweep per method (targets 20 s / 5 s / 60 s on CPU).
+2. Per-task and average normalised test accuracy for the data-free baselines (scaling chosen on
+   the validation split from a small grid, as the paper's baselines are), AdaMerging and TARA-A/B
+   (mean ± sd over seeds), then which of the paper's orderings reproduce.
+
+Not a test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from merging_core.merge import merge  # noqa: E402
+from merging_core.methods import get_method  # noqa: E402
+from merging_core.methods.adamerging import run_adamerging  # noqa: E402
+from merging_core.methods.tara import run_tara  # noqa: E402
+from merging_core.tradeoff import two_task_sweep  # noqa: E402
+
+# (row label, method id, fixed params, scale parameter to grid-search or None)
+BASELINES: tuple[tuple[str, str, dict[str, Any], str | None], ...] = (
+    ("TA", "task_arithmetic", {}, "scaling"),
+    ("TIES", "ties", {}, "scaling"),
+    ("DARE-TIES", "dare", {"variant": "ties"}, "scaling"),
+    ("TSV-M", "tsv_m", {}, "scaling"),
+    ("Iso-C", "iso_c", {}, "scaling"),
+    ("KnOTS-TIES", "knots", {"variant": "ties"}, "scaling"),
+    ("Pico-TA", "pico", {"base": "task_arithmetic"}, None),
+    ("Pico-TIES", "pico", {"base": "ties"}, None),
+    ("Pico-TSV-M", "pico", {"base": "tsv_m"}, None),
+    ("SVD+CUR", "svd_cur", {}, "scaling"),
+)
+SCALE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+PAPER_AVG = {"TA": 63.8, "TIES": 64.9, "AdaMerging": 70.0, "KnOTS-TIES": 68.0, "TARA-A": 74.0,
+             "TARA-B": 76.3}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from merging_core.bundles import load_bundle
+
+    torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    bundle = load_bundle(args.bundle)
+    adapters, context = bundle.adapter_set(), bundle.context(device)
+    print(f"# TARA benchmark: {args.bundle}, device {device}, torch threads "
+          f"{torch.get_num_threads()}\n")  # fmt: skip
+    proxy_check(bundle, adapters, context)
+    if not args.skip_timings:
+        timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps)
+    if not args.skip_table:
+        table(bundle, adapters, context, seeds=args.seeds, steps=args.steps,
+              ada_steps=args.ada_steps or None)  # fmt: skip
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", default="vision8")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--warm-steps", type=int, default=50, help="steps of warm-started re-runs")
+    p.add_argument("--ada-steps", type=int, default=0, help="original AdaMerging (0: its 500)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--skip-timings", action="store_true")
+    p.add_argument("--skip-table", action="store_true")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: the team shares two cores; 2 threads under load "
+        "spin-wait and run several times slower)",
+    )
+    return p
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Is the unlabeled entropy a usable proxy on this bundle?
+
+
+def proxy_check(bundle, adapters, context) -> None:
+    """Mean validation entropy vs validation accuracy along Task Arithmetic's λ (λ = 0: base)."""
+    from merging_core.directional import (
+        WeightedLoraHooks,
+        build_banks,
+        entropy_over_inputs,
+        frozen_eval,
+        task_indices,
+    )
+
+    banks = {p: b.to(context.device) for p, b in build_banks(adapters, variant="a").items()}
+    tasks = task_indices(adapters, context)
+    print("## Entropy proxy along Task Arithmetic (validation split)\n")
+    print("| λ | mean entropy H | avg normalised acc |\n|---:|---:|---:|")
+    for lam in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        phi = {p: torch.full((b.size,), lam, device=context.device) for p, b in banks.items()}
+        with frozen_eval(context.encoder), WeightedLoraHooks(context.encoder, banks) as hooks:
+            hooks.set(phi)
+            H = [entropy_over_inputs(context, t, context.unlabeled[t]) for t in tasks]
+        acc = bundle.evaluate(merge(adapters, "task_arithmetic", scaling=lam), split="validation")
+        print(f"| {lam:.1f} | {statistics.mean(H):.3f} | {100 * acc['average_normalized']:.1f} |")
+    print()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timings.
+
+
+def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
+    """Full run, warm re-run after a ρ change, 11-point two-task sweep (per method)."""
+    rows = []
+    run_tara(adapters, context, variant="b", steps=1)  # anchors + banks cached, as in the app
+    run_tara(adapters, context, variant="a", steps=1)
+    n = len(adapters)
+    skewed = [2.0 if i == 0 else 1.0 for i in range(n)]
+    for variant in ("a", "b"):
+        first = _timed(lambda v=variant: run_tara(adapters, context, variant=v, steps=steps))
+        rows.append((f"TARA-{variant.upper()} full run ({steps} steps)", first[1], 20.0))
+        rerun = _timed(lambda v=variant, s=first[0].state: run_tara(
+            adapters, context, variant=v, steps=warm, rho=skewed, init_phi=s))  # fmt: skip
+        rows.append((f"TARA-{variant.upper()} warm re-run after ρ change ({warm} steps)", rerun[1],
+                     5.0))  # fmt: skip
+    evaluate = _normalised(bundle)
+    pair = (bundle.task_names[0], bundle.task_names[1])
+    for method in ("tara_a", "tara_b", "adamerging"):
+        sweep = _timed(lambda m=method: two_task_sweep(
+            adapters, context, evaluate, tasks=pair, points=11, methods=(m,), steps=steps,
+            warm_steps=warm, baselines=False))  # fmt: skip
+        rows.append((f"11-point sweep {pair[0]}/{pair[1]}, {method} ({steps} + 10×{warm} steps)",
+                     sweep[1], 60.0))  # fmt: skip
+    print("## Timings\n\n| what | seconds | target | ok |\n|---|---:|---:|:--:|")
+    for what, sec, target in rows:
+        print(f"| {what} | {sec:.1f} | ≤ {target:g} | {'yes' if sec <= target else 'no'} |")
+    print()
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _normalised(bundle, split: str = "test"):
+    def evaluate(result, names):
+        scores = bundle.evaluate(result, tasks=list(names), split=split)
+        return [scores["tasks"][name]["normalized"] for name in names]
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1.
+
+
+def table(bundle, adapters, context, *, seeds: int, steps: int, ada_steps: int | None) -> None:
+    names = list(bundle.task_names)
+    rows: dict[str, list[list[float]]] = {}
+    notes: list[str] = []
+    for label, method, fixed, scale in BASELINES:
+        row, note = _baseline_row(bundle, adapters, method, fixed, scale)
+        if row is None:
+            notes.append(f"{label}: skipped ({note})")
+            continue
+        rows[label] = [row]
+        notes.append(f"{label}: {note}")
+        log(f"{label}: {100 * sum(row) / len(row):.1f}")
+    runners = {
+        "AdaMerging (layer, original)": lambda s: run_adamerging(
+            adapters, context, layerwise=True, variant="original", seed=s, steps=ada_steps),
+        "AdaMerging (layer, TARA repo)": lambda s: run_adamerging(
+            adapters, context, layerwise=True, variant="tara_repo", seed=s, steps=steps),
+        "TARA-A": lambda s: run_tara(adapters, context, variant="a", seed=s, steps=steps),
+        "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps),
+    }  # fmt: skip
+    evaluate = _normalised(bundle)
+    for label, runner in runners.items():
+        rows[label] = []
+        for seed in range(seeds):
+            run = runner(seed)
+            rows[label].append([float(v) for v in evaluate(run.result, names)])
+            log(f"{label} seed {seed}: {100 * statistics.mean(rows[label][-1]):.1f} "
+                f"({run.seconds:.0f}s)")  # fmt: skip
+    _print_table(names, rows)
+    print("\n".join(f"* {n}" for n in notes))
+    print()
+    _print_orderings(rows)
+
+
+def _baseline_row(bundle, adapters, method, fixed, scale):
+    try:
+        info = get_method(method)
+    except KeyError as err:
+        return None, str(err)
+    grid = [None]
+    if scale is not None and scale in info.param_names:
+        default = float(info.param(scale).default)
+        grid = [round(default * f, 4) for f in SCALE_FACTORS]
+    best, best_val, best_value = None, -1.0, None
+    for value in grid:
+        params = dict(fixed) if value is None else {**fixed, scale: value}
+        try:
+            result = merge(adapters, method, **params)
+        except ValueError as err:
+            return None, str(err)
+        val = bundle.evaluate(result, split="validation")["average_normalized"]
+        if val > best_val:
+            best, best_val, best_value = result, val, value
+    row = _normalised(bundle)(best, list(bundle.task_names))
+    chosen = "defaults" if best_value is None else f"{scale}={best_value:g} (validation)"
+    return row, f"{method} {fixed or ''} {chosen}".replace("  ", " ")
+
+
+def _print_table(names, rows) -> None:
+    short = [n[:9] for n in names]
+    print("## Normalised test accuracy (%), vision8\n")
+    print("| method | " + " | ".join(short) + " | avg |")
+    print("|---|" + "---:|" * (len(names) + 1))
+    for label, runs in rows.items():
+        cells = []
+        for k in range(len(names)):
+            cells.append(_fmt([100 * r[k] for r in runs]))
+        cells.append(_fmt([100 * statistics.mean(r) for r in runs]))
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print()
+
+
+def _fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _print_orderings(rows) -> None:
+    avg = {k: statistics.mean(statistics.mean(r) for r in v) * 100 for k, v in rows.items()}
+    ada = avg.get("AdaMerging (layer, TARA repo)")
+    mapping = {"TA": avg.get("TA"), "TIES": avg.get("TIES"), "AdaMerging": ada,
+               "KnOTS-TIES": avg.get("KnOTS-TIES"), "TARA-A": avg.get("TARA-A"),
+               "TARA-B": avg.get("TARA-B")}  # fmt: skip
+    pairs = [("TARA-B", "TARA-A"), ("TARA-A", "AdaMerging"), ("TARA-B", "AdaMerging"),
+             ("AdaMerging", "KnOTS-TIES"), ("KnOTS-TIES", "TIES"), ("TIES", "TA"),
+             ("TARA-B", "KnOTS-TIES")]  # fmt: skip
+    print("## Paper orderings (average normalised accuracy)\n")
+    print("| paper says | paper | ours | reproduces |\n|---|---|---|:--:|")
+    for hi, lo in pairs:
+        a, b = mapping.get(hi), mapping.get(lo)
+        if a is None or b is None:
+            print(f"| {hi} > {lo} | {PAPER_AVG[hi]} > {PAPER_AVG[lo]} | n/a | n/a |")
+            continue
+        ok = "yes" if a > b else "no"
+        print(f"| {hi} > {lo} | {PAPER_AVG[hi]} > {PAPER_AVG[lo]} | {a:.1f} vs {b:.1f} | {ok} |")
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
