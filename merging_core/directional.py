@@ -282,7 +282,11 @@ class TaskCoefficients(nn.Module):
         device = self.owners[0].device
         shape = (len(self.paths), num_tasks) if layerwise else (num_tasks,)
         start = torch.full(shape, float(init), device=device)
-        if warm is not None and "lambda" in warm:
+        if warm is not None:
+            if "lambda" not in warm:
+                raise ValueError(
+                    f"warm start for AdaMerging needs a 'lambda' entry, got {list(warm)[:3]}"
+                )
             if tuple(warm["lambda"].shape) != shape:
                 raise ValueError(f"warm lambda must have shape {shape}, got {warm['lambda'].shape}")
             start = warm["lambda"].to(device)

@@ -194,3 +194,13 @@ def test_unknown_task_name_is_a_key_error(toy_context):
     with pytest.raises(KeyError, match="task2"):
         run_tara(adapters, ctx, steps=0)
     assert toy_context is not None
+
+
+def test_adamerging_warm_start(toy_adapters, toy_context):
+    first = run_adamerging(toy_adapters, toy_context, variant="tara_repo", steps=4, lr=0.1)
+    again = run_adamerging(toy_adapters, toy_context, variant="tara_repo", steps=0,
+                           init_phi=first.state)  # fmt: skip
+    torch.testing.assert_close(again.state["lambda"], first.state["lambda"])
+    tara = run_tara(toy_adapters, toy_context, variant="a", steps=0)
+    with pytest.raises(ValueError, match="lambda"):
+        run_adamerging(toy_adapters, toy_context, steps=0, init_phi=tara.state)
