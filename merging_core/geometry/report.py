@@ -26,7 +26,13 @@ from merging_core.geometry.conflicts import sign_conflict_rates
 from merging_core.geometry.coverage import coverage_from_batch
 from merging_core.geometry.crowding import crowding_from_batch
 from merging_core.geometry.cur import CUR_LABEL, angles_degrees, cur_from_batch
-from merging_core.geometry.spectra import clean_spectrum, effective_rank, energy_curve, stable_rank
+from merging_core.geometry.spectra import (
+    clean_spectrum,
+    component_energy,
+    effective_rank,
+    energy_curve,
+    stable_rank,
+)
 from merging_core.merge import Progress, report_progress
 
 CHUNK_ELEMENTS = 1 << 23  # float64 entries of stacked factors per batch (64 MiB)
@@ -151,6 +157,14 @@ class GeometryReport:
         out = {key: curve(sp[key]) for key in ("ta_sum", "B_stack", "A_stack")}
         out["tasks"] = {n: curve(s) for n, s in sp["tasks"].items()}
         return out
+
+    def component_energies(self, module: str) -> dict[str, list[float]]:
+        """Pico's component energies ``e_j = σ_j²/Σσ²`` of the B and A stacks (descending)."""
+        d = self._detail(module)
+        return {
+            side: component_energy(torch.tensor(s, dtype=torch.float64)).tolist()
+            for side, s in (("B", d.B_sigma), ("A", d.A_sigma))
+        }
 
     def overlaps(self, module: str) -> dict[str, list[list[float]]]:
         """Pico's ``T × T`` overlap matrices ``{"B": O_B, "A": O_A}`` (task order = adapters)."""
@@ -336,7 +350,7 @@ def _id_columns(name: str, mods: list[LoraModule], batch: ModuleBatch) -> dict[s
 
 
 def _vec(x: torch.Tensor) -> tuple[float, ...]:
-    return tuple(float(v) for v in x.tolist())
+    return tuple(x.tolist())  # float64 tensor -> Python floats
 
 
 def layer_rows(per_module: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -89,6 +89,9 @@ def test_task_spectra_match_dense_svd(factors, report):
     assert spectra["ta_sum"] == pytest.approx(ta[:7].tolist(), rel=1e-7, abs=1e-9)
     curves = report.energy_curves(name)
     assert curves["ta_sum"][-1] == pytest.approx(1.0)
+    energies = report.component_energies(name)
+    assert energies["B"][0] == pytest.approx(report.per_module[-1]["o_max_B"])
+    assert sum(energies["A"]) == pytest.approx(1.0)
     O = report.overlaps(name)
     assert len(O["B"]) == 3 and all(len(r) == 3 for r in O["A"])
 
