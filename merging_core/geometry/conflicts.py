@@ -22,14 +22,14 @@ import torch
 from merging_core.geometry._gram import check_pairs
 
 
-def _trim_mask(dw: torch.Tensor, density: float) -> torch.Tensor:
-    """Bool mask of the top-``density`` fraction of ``|dw|`` (all of it when density is 1)."""
+def _signs(dw: torch.Tensor, density: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bool masks of kept positive and kept negative entries (top-``density`` of ``|dw|``)."""
     if density >= 1.0:
-        return torch.ones_like(dw, dtype=torch.bool)
-    flat = dw.abs().flatten()
-    keep = max(1, int(round(density * flat.numel())))
-    threshold = torch.kthvalue(flat, flat.numel() - keep + 1).values
-    return dw.abs() >= threshold
+        return dw > 0, dw < 0
+    mag = dw.abs()
+    keep = max(1, int(round(density * mag.numel())))
+    kept = mag >= torch.kthvalue(mag.flatten(), mag.numel() - keep + 1).values
+    return kept & (dw > 0), kept & (dw < 0)
 
 
 def sign_conflict_rate(
@@ -64,8 +64,7 @@ def sign_conflict_rates(
     for B, A in zip(Bs, As, strict=True):
         dw = B.float() @ A.float()  # (m, r) @ (r, n) -> (m, n), one task at a time
         for i, d in enumerate(densities):
-            kept = _trim_mask(dw, d)
-            p, q = kept & (dw > 0), kept & (dw < 0)
+            p, q = _signs(dw, d)
             pos[i] = p if pos[i] is None else pos[i] | p
             neg[i] = q if neg[i] is None else neg[i] | q
         del dw
