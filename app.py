@@ -3,14 +3,12 @@
 Run with ``streamlit run app.py``; the server binds to 127.0.0.1 (see .streamlit/config.toml).
 """
 
-import os
-
 import streamlit as st
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from app_support import runtime
+from app_support.state import init_state
 
-from app_support.state import init_state  # noqa: E402
-
+runtime.configure()
 st.set_page_config(page_title="LoRA Merge Lab", page_icon=":material/merge:", layout="wide")
 init_state()
 

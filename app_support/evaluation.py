@@ -7,7 +7,7 @@ paper's normalised accuracy in percent: 100 = the task's own fine-tuned adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
@@ -34,19 +34,39 @@ def result_key(result: MergeResult) -> tuple[Any, ...]:
             result.adapter_names, norms)  # fmt: skip
 
 
-def normalised_scores(bundle: Any, result: MergeResult, tasks: Sequence[str]) -> dict[str, float]:
-    """{task: normalised accuracy in %} of ``result`` on the bundle's test split (cached)."""
+def normalised_scores(
+    bundle: Any,
+    result: MergeResult,
+    tasks: Sequence[str],
+    *,
+    on_task: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """{task: normalised accuracy in %} of ``result`` on the bundle's test split (cached).
 
-    def compute() -> dict[str, float]:
-        scores = bundle.evaluate(result, tasks=list(tasks))["tasks"]
-        return {t: 100.0 * float(scores[t]["normalized"]) for t in tasks}
+    Tasks are scored one at a time and ``on_task`` is called before each, so a page can draw
+    between tasks (which also lets Streamlit stop a run that a newer slider value made stale).
+    """
+    key = (bundle.manifest.get("name"), result_key(result))
+    scores = {}
+    for task in tasks:
+        if on_task is not None:
+            on_task(task)
+        scores[task] = remember("evaluate", (*key, task),
+                                lambda t=task: _score(bundle, result, t), size=512)  # fmt: skip
+    return scores
 
-    return remember("evaluate", (bundle.manifest.get("name"), result_key(result), tuple(tasks)),
-                    compute, size=128)  # fmt: skip
+
+def _score(bundle: Any, result: MergeResult, task: str) -> float:
+    report = bundle.evaluate(result, tasks=[task])["tasks"][task]
+    return 100.0 * float(report["normalized"])
 
 
 def accuracy_series(
-    adapter_set: AdapterSet, result: MergeResult, context: Any
+    adapter_set: AdapterSet,
+    result: MergeResult,
+    context: Any,
+    *,
+    on_task: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, dict[str, float]], str]:
     """{series -> {task -> normalised accuracy}} for the merge and its baselines, or a reason."""
     bundle = current_bundle()
@@ -60,7 +80,7 @@ def accuracy_series(
     individual = bundle.individual_accuracy()
     zero_shot = bundle.zero_shot_accuracy()
     return {
-        f"this merge ({result.method})": normalised_scores(bundle, result, tasks),
-        "Task Arithmetic (λ = 0.4)": normalised_scores(bundle, baseline, tasks),
+        f"this merge ({result.method})": normalised_scores(bundle, result, tasks, on_task=on_task),
+        "Task Arithmetic (λ = 0.4)": normalised_scores(bundle, baseline, tasks, on_task=on_task),
         "zero-shot base model": {t: 100.0 * zero_shot[t] / individual[t] for t in tasks},
     }, ""

@@ -19,7 +19,6 @@ from app_support import state
 from app_support.library import device_label
 from app_support.session_cache import progress_bar, remember
 from merging_core.adapters import AdapterSet
-from merging_core.factors import frobenius_norm, inner_product
 from merging_core.merge import MergedModule, MergeResult, merge
 from merging_core.methods import get_method
 
@@ -113,34 +112,54 @@ def weight_space_retention(
 ) -> dict[str, dict[str, float]]:
     """Per task, how much of its update the merge keeps, measured in weight space (no data).
 
-    Space: ΔW (via factors, Gram traces; nothing dense unless the merge itself is dense).
+    Space: ΔW (via factors; nothing dense unless the merge itself is dense).
     Summed over modules m, with ``M`` the merged update and ``T`` the task's update:
 
     * ``cosine``: ``Σ⟨M, T⟩ / sqrt(Σ‖M‖² Σ‖T‖²)`` (direction kept; scale-free);
     * ``coefficient``: ``Σ⟨M, T⟩ / Σ‖T‖²`` (the task's effective weight in the merge: λ·w_t for
       Task Arithmetic on orthogonal tasks).
     """
-    dots = dict.fromkeys(adapter_set.names, 0.0)
-    task_sq = dict.fromkeys(adapter_set.names, 0.0)
+    dots = torch.zeros(len(adapter_set), dtype=torch.float64)
+    task_sq = torch.zeros(len(adapter_set), dtype=torch.float64)
     merged_sq = 0.0
     for module in adapter_set.modules:
-        merged = result.modules[module]
-        merged_sq += merged.norm() ** 2
-        for adapter in adapter_set.adapters:
-            lora = adapter.modules[module]
-            dots[adapter.name] += _inner(merged, lora.B, lora.A)
-            task_sq[adapter.name] += frobenius_norm(lora.B, lora.A) ** 2
-    cosine = {n: _ratio(dots[n], (merged_sq * task_sq[n]) ** 0.5) for n in dots}
-    coefficient = {n: _ratio(dots[n], task_sq[n]) for n in dots}
+        mods = adapter_set.factors(module)
+        owner = torch.repeat_interleave(torch.tensor([m.rank for m in mods]))  # (R,) task of col
+        B = torch.cat([m.B for m in mods], dim=1).double()  # (d_out, R)
+        A = torch.cat([m.A for m in mods], dim=0).double()  # (R, d_in)
+        task_sq += _per_task(_gram(B, B) * _gram(A.T, A.T), owner, len(mods))
+        dots += _per_task_dots(result.modules[module], B, A, owner, len(mods))
+        merged_sq += result.modules[module].norm() ** 2
+    names = adapter_set.names
+    cosine = {n: _ratio(float(dots[i]), (merged_sq * float(task_sq[i])) ** 0.5)
+              for i, n in enumerate(names)}  # fmt: skip
+    coefficient = {n: _ratio(float(dots[i]), float(task_sq[i])) for i, n in enumerate(names)}
     return {"cosine": cosine, "coefficient": coefficient}
+
+
+def _gram(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    return X.T @ Y  # (k, d) @ (d, R) -> (k, R)
+
+
+def _per_task(products: torch.Tensor, owner: torch.Tensor, count: int) -> torch.Tensor:
+    """Sum the entries of an ``(R, R)`` product over each task's diagonal block -> ``(T,)``."""
+    same = owner[:, None] == owner[None, :]  # (R, R) block-diagonal mask
+    rows = (products * same).sum(dim=1)  # (R,)
+    return torch.zeros(count, dtype=torch.float64).index_add_(0, owner, rows)
+
+
+def _per_task_dots(
+    merged: MergedModule, B: torch.Tensor, A: torch.Tensor, owner: torch.Tensor, count: int
+) -> torch.Tensor:
+    """``⟨M, B_t A_t⟩_F`` for every task t at once -> ``(T,)``."""
+    if merged.factors is not None:
+        # ⟨Bm Am, B_t A_t⟩ = Σ (Bmᵀ B_t) ⊙ (Am A_tᵀ): (k, R) ⊙ (k, R), summed per task block
+        terms = _gram(merged.factors.B.double(), B) * _gram(merged.factors.A.double().T, A.T)
+    else:
+        # ⟨D, B_t A_t⟩ = Σ_j (Dᵀ... ) : column j of B against row j of A, (R,) terms
+        terms = ((merged.dense.double().T @ B) * A.T).sum(dim=0, keepdim=True)  # (1, R)
+    return torch.zeros(count, dtype=torch.float64).index_add_(0, owner, terms.sum(dim=0))
 
 
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else 0.0
-
-
-def _inner(merged: MergedModule, B: torch.Tensor, A: torch.Tensor) -> float:
-    if merged.factors is not None:
-        return inner_product(merged.factors.B, merged.factors.A, B, A)
-    # ⟨D, B A⟩_F = tr(Bᵀ D Aᵀ): (r, d_out) @ (d_out, d_in) @ (d_in, r) -> (r, r)
-    return float(torch.trace(B.double().T @ merged.dense.double() @ A.double().T))

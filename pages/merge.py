@@ -92,12 +92,19 @@ def show_last() -> None:
 
 
 def show_result(result) -> None:
-    series, why = accuracy_series(adapter_set, result, context)
+    # The weight-space chart is cheap and drawn first, so it follows a slider at once; the
+    # test-set scores (a forward pass per task) stream in after it.
+    merge_view.agreement_chart(adapter_set, result)
+    status = st.empty()
+    series, why = accuracy_series(
+        adapter_set, result, context,
+        on_task=lambda task: status.caption(f"Scoring on {task}'s test data…"),
+    )  # fmt: skip
+    status.empty()
     if series:
         merge_view.accuracy_chart(series)
     else:
         st.caption(f"Per-task accuracy: {why}")
-    merge_view.agreement_chart(adapter_set, result)
     merge_view.coefficient_heatmap(result)
     merge_view.summary_table(result)
 

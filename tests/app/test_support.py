@@ -119,3 +119,14 @@ def test_adapter_folders_refusals(tmp_path):
 def test_make_adapter_is_seeded():
     a, b = make_adapter("a", 1), make_adapter("b", 1)
     assert torch.equal(a.modules["blocks.0.attn.q"].B, b.modules["blocks.0.attn.q"].B)
+
+
+def test_torch_threads_policy():
+    from app_support.runtime import torch_threads
+
+    assert torch_threads(2, None) == 1
+    assert torch_threads(16, None) == 8
+    assert torch_threads(None, None) == 1
+    assert torch_threads(16, "3") == 3
+    with pytest.raises(ValueError, match="positive whole number"):
+        torch_threads(16, "0")
