@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 FONT_SIZE = 14
 HEATMAP_MAX_CELLS = 40_000  # beyond this heatmaps are block-averaged (websocket size, speed)
+HEATMAP_MAX_ROWS = 200  # rows are only averaged beyond this many (tasks stay separate)
 SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 
@@ -58,6 +59,7 @@ def task_bars(
     y_title: str,
     reference_line: float | None = None,
     x_title: str = "task",
+    log_y: bool = False,
     height: int = 420,
 ) -> go.Figure:
     """Grouped bars: one group per task, one bar per series (merged, TA, individual, ...).
@@ -67,6 +69,7 @@ def task_bars(
         title, y_title: figure and y-axis titles (the x axis is "task").
         reference_line: draw a dashed horizontal line at this value (e.g. 100 %).
         x_title: what the groups are (default "task").
+        log_y: logarithmic y axis with powers of ten.
         height: pixels.
     """
     tasks = _ordered_keys(series.values())
@@ -85,6 +88,8 @@ def task_bars(
     if reference_line is not None:
         fig.add_hline(y=reference_line, line_dash="dash", line_color="#888")
     fig.update_layout(barmode="group", bargap=0.25)
+    if log_y:
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height)
 
 
@@ -103,8 +108,9 @@ def heatmap(
 ) -> go.Figure:
     """A labelled heatmap ``(len(y_labels), len(x_labels))``; diverging colours when ``midpoint``.
 
-    Large matrices are block-averaged down to about ``HEATMAP_MAX_CELLS`` cells (labels of merged
-    blocks are the first label of each block). Values are printed in the cells when there are few.
+    Large matrices are block-averaged down to about ``HEATMAP_MAX_CELLS`` cells, columns first
+    (labels of merged blocks are the first label of each block; the title says so). Values are
+    printed in the cells when there are few.
 
     Raises:
         ValueError: the matrix shape does not match the labels.
@@ -116,7 +122,9 @@ def heatmap(
         raise ValueError(
             f"heatmap matrix has shape {z.shape} but labels give {(len(y_labels), len(x_labels))}"
         )
-    z, x_labels, y_labels = _downsample(z, list(x_labels), list(y_labels))
+    z, x_labels, y_labels, factor = _downsample(z, list(x_labels), list(y_labels))
+    if factor > 1:
+        title = f"{title} (each column: mean of {factor} {x_title}s)"
     show = z.size <= 150 if show_values is None else show_values
     trace = go.Heatmap(
         z=z,
@@ -138,16 +146,21 @@ def heatmap(
 
 def _downsample(
     z: np.ndarray, x_labels: list[str], y_labels: list[str]
-) -> tuple[np.ndarray, list[str], list[str]]:
+) -> tuple[np.ndarray, list[str], list[str], int]:
+    """Block-average columns (and rows only beyond ``HEATMAP_MAX_ROWS``) to fit the budget.
+
+    Returns the smaller matrix, its labels (first label of each block) and the column factor.
+    """
     if z.size <= HEATMAP_MAX_CELLS:
-        return z, x_labels, y_labels
-    factor = math.ceil(math.sqrt(z.size / HEATMAP_MAX_CELLS))
-    rows, cols = math.ceil(z.shape[0] / factor), math.ceil(z.shape[1] / factor)
-    padded = np.full((rows * factor, cols * factor), np.nan)
+        return z, x_labels, y_labels, 1
+    row_f = math.ceil(z.shape[0] / HEATMAP_MAX_ROWS)
+    rows = math.ceil(z.shape[0] / row_f)
+    col_f = math.ceil(z.shape[1] / max(1, HEATMAP_MAX_CELLS // rows))
+    cols = math.ceil(z.shape[1] / col_f)
+    padded = np.full((rows * row_f, cols * col_f), np.nan)
     padded[: z.shape[0], : z.shape[1]] = z
-    blocks = padded.reshape(rows, factor, cols, factor)
-    small = np.nanmean(blocks, axis=(1, 3))
-    return small, x_labels[::factor][:cols], y_labels[::factor][:rows]
+    small = np.nanmean(padded.reshape(rows, row_f, cols, col_f), axis=(1, 3))
+    return small, x_labels[::col_f][:cols], y_labels[::row_f][:rows], col_f
 
 
 def line_chart(

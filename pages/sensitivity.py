@@ -55,8 +55,8 @@ ratios = dict(zip(sens.task_names, sensitivity.per_task_anisotropy(sens.J), stri
 st.plotly_chart(
     figures.task_bars(
         {"max_k |J_ik| / min_k |J_ik|": ratios}, title="Per-task anisotropy (log scale)",
-        y_title="ratio",
-    ).update_yaxes(type="log"),
+        y_title="max |J| / min |J| over directions", log_y=True,
+    ),
     key="sensitivity.anisotropy", width="stretch",
 )  # fmt: skip
 layer = st.selectbox("Layer", [sv.ALL_LAYERS, *sv.layers_of(sens)], key="sensitivity.layer")

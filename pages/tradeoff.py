@@ -51,8 +51,9 @@ with st.expander("Sweep settings", expanded=False):
     )  # fmt: skip
 pair = (task_a, task_b)
 stored = st.session_state[state.TRADEOFF_POINTS].get(pair)
+run = st.button("Run sweep", type="primary", key="tradeoff.run")
 chart_slot = st.empty()
-if st.button("Run sweep", type="primary", key="tradeoff.run"):
+if run:
     streamed = []
 
     def on_point(point) -> None:

@@ -74,11 +74,26 @@ class TestHeatmap:
             y_title="y",
         )
         small = np.asarray(fig.data[0].z)
-        factor = math.ceil(math.sqrt(z.size / figures.HEATMAP_MAX_CELLS))
-        assert small.shape == (math.ceil(400 / factor),) * 2
-        assert small.size <= figures.HEATMAP_MAX_CELLS
-        assert small[0, 0] == pytest.approx(z[:factor, :factor].mean())
+        assert small.shape == (200, 200)  # rows beyond HEATMAP_MAX_ROWS are averaged too
+        assert small[0, 0] == pytest.approx(z[:2, :2].mean())
         assert fig.data[0].texttemplate is None  # no numbers printed on large maps
+        assert "mean of 2 xs" in fig.layout.title.text
+
+    def test_few_rows_many_columns_keeps_every_row(self):
+        z = np.random.default_rng(0).normal(size=(8, 24576))
+        fig = figures.heatmap(
+            z,
+            x_labels=[f"d{i}" for i in range(24576)],
+            y_labels=[f"t{i}" for i in range(8)],
+            title="J",
+            x_title="direction",
+            y_title="task",
+        )
+        small = np.asarray(fig.data[0].z)
+        assert small.shape[0] == 8 and small.size <= figures.HEATMAP_MAX_CELLS
+        factor = math.ceil(24576 / small.shape[1])
+        assert small[3, 0] == pytest.approx(z[3, :factor].mean())
+        assert list(fig.data[0].y) == [f"t{i}" for i in range(8)]
 
 
 class TestLines:

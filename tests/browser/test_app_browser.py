@@ -19,11 +19,14 @@ def open_page(tab, title: str) -> None:
 
 
 def settle(tab) -> None:
-    """Wait until Streamlit has finished the current run: no running-man, no stale elements."""
+    """Wait until Streamlit has finished the current run: no running-man, no stale elements,
+    no progress bar and no "Scoring on …" note left on the page."""
     tab.wait_for_function(
         """() => !document.querySelector('[data-testid="stStatusWidget"]')
-                 && !document.querySelector('[data-stale="true"]')""",
-        timeout=60_000,
+                 && !document.querySelector('[data-stale="true"]')
+                 && !document.querySelector('[data-testid="stProgress"]')
+                 && !document.body.innerText.includes('Scoring on ')""",
+        timeout=120_000,
     )
     tab.wait_for_timeout(500)
 
@@ -67,16 +70,16 @@ def agreement_values(tab) -> list[float]:
 
 
 def test_every_page_renders(page, adapter_dir, shots):
-    load_test_adapters(page, adapter_dir)
+    source = load_test_adapters(page, adapter_dir)
+    charts = {"Geometry", "Merge"} | ({"Sensitivity", "Trade-off"} if source == "bundle" else set())
     for title in PAGES:
         open_page(page, title)
+        if title in charts:
+            page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
         settle(page)
-        if title in ("Geometry", "Merge"):
-            page.locator(".js-plotly-plot").first.wait_for()
-            page.wait_for_timeout(500)
         assert page.locator("[data-testid='stException']").count() == 0, title
         screenshot(page, shots / f"{title.lower()}.png")
-    print(f"\nscreenshots in {shots}")
+    print(f"\nadapters: {source}; screenshots in {shots}")
 
 
 def test_slider_updates_chart_quickly(page, adapter_dir, shots):
