@@ -3,7 +3,8 @@
 Loads the PEFT adapters in DIR... (task order = argument order), aligns them and prints
 :func:`merging_core.geometry.analyse_geometry`'s per-module table (or per-layer means with
 ``--per-layer``). ``--json`` prints the whole report (both tables, column docs, notes) on stdout.
-A progress line goes to stderr unless ``--no-progress``.
+A progress line goes to stderr unless ``--no-progress``. ``--threads`` (default 1) sets torch's
+CPU threads for this process.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import json
 import sys
 from typing import Any, TextIO
+
+import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.geometry import COLUMNS, analyse_geometry
@@ -50,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sign-density", type=float, default=0.2, help="TIES trim density for trimmed conflicts"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the analysis is many small LAPACK problems, and on a "
+        "busy machine OpenMP threads spinning on them made it >10x slower; 0 keeps torch's choice)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     parser.set_defaults(func=run)
 
@@ -57,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from merging_core.io import load_adapters
 
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)  # this process only: the CLI owns it
     adapter_set = AdapterSet.from_adapters(load_adapters(args.dirs))
     for issue in adapter_set.issues:
         print(f"note: {issue}", file=sys.stderr)

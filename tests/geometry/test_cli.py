@@ -16,6 +16,14 @@ from merging_core.io import save_adapter
 MODULES = ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj")
 
 
+@pytest.fixture(autouse=True)
+def thread_calls(monkeypatch):
+    """Record instead of changing the test process's torch threads (the CLI sets them)."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    return calls
+
+
 @pytest.fixture
 def adapter_dirs(tmp_path):
     per_module = {
@@ -49,6 +57,15 @@ def test_tables_and_switches(adapter_dirs, capsys):
     assert main(["geometry", *adapter_dirs, "--per-layer", "--no-progress"]) == 0
     per_layer = capsys.readouterr().out.splitlines()
     assert per_layer[0].split()[0] == "layer" and per_layer[1].startswith("model.layers.0 ")
+
+
+def test_threads_flag(adapter_dirs, capsys, thread_calls):
+    assert main(["geometry", *adapter_dirs, "--json", "--no-progress", "--threads", "3"]) == 0
+    assert main(["geometry", *adapter_dirs, "--json", "--no-progress", "--threads", "0"]) == 0
+    assert main(["geometry", *adapter_dirs, "--json", "--no-progress"]) == 0
+    assert thread_calls == [3, 1]
+    assert main(["geometry", *adapter_dirs, "--no-progress", "--threads", "-1"]) == 2
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
