@@ -133,7 +133,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dense-samples", type=int, default=1, help="dense SVDs timed per shape")
     parser.add_argument("--sign-samples", type=int, default=1, help="modules per shape")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for both routes (0: torch default)"
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
