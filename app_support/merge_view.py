@@ -66,9 +66,9 @@ def coefficient_heatmap(result: MergeResult) -> None:
         matrix,
         x_labels=cols,
         y_labels=rows,
-        title="Learned coefficients φ per layer",
+        title="Learned coefficients φ per module",
         x_title="direction",
-        y_title="layer",
+        y_title="module",
         colorbar_title="φ",
     )
     st.plotly_chart(fig, key="merge.phi_heatmap", width="stretch")

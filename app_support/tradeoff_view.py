@@ -40,6 +40,7 @@ class Layout:
     """Chart inputs plus, per plotted trace, the sweep points behind it (for clicks)."""
 
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    labels: dict[str, list[str]] = field(default_factory=dict)
     baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
     front: list[tuple[float, float]] = field(default_factory=list)
     traces: list[list[Any]] = field(default_factory=list)
@@ -80,6 +81,7 @@ def layout(points: Sequence[Any], front: Sequence[int] = ()) -> Layout:
     for name, pts in groups.items():
         pts = sorted(pts, key=lambda p: p.t if p.t is not None else _lambda(p.label))
         out.curves[name] = [(p.scores[0], p.scores[1]) for p in pts]
+        out.labels[name] = [p.label for p in pts]
         out.traces.append(pts)
     singles = [p for p in points if p.t is None and p.method != "task_arithmetic"]
     out.front = [tuple(points[i].scores[:2]) for i in front]
@@ -98,9 +100,11 @@ def _lambda(label: str) -> float:
 def chart(points: Sequence[Any], tasks: tuple[str, str], front: Sequence[int] = ()) -> go.Figure:
     """The trade-off figure of ``points`` (partial while streaming)."""
     lay = layout(points, front)
+    ta_labels = {TA_CURVE: lay.labels[TA_CURVE]} if TA_CURVE in lay.labels else None
     return figures.tradeoff_chart(
-        lay.curves, task_a=tasks[0], task_b=tasks[1], baselines=lay.baselines, front=lay.front
-    )
+        lay.curves, task_a=tasks[0], task_b=tasks[1], baselines=lay.baselines, front=lay.front,
+        labels=ta_labels,
+    )  # fmt: skip
 
 
 def clicked_point(points: Sequence[Any], front: Sequence[int], selection: Mapping) -> Any | None:

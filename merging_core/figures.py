@@ -11,23 +11,31 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import plotly.colors as pc
 import plotly.graph_objects as go
 
 FONT_SIZE = 14
 HEATMAP_MAX_CELLS = 40_000  # beyond this heatmaps are block-averaged (websocket size, speed)
 HEATMAP_MAX_ROWS = 200  # rows are only averaged beyond this many (tasks stay separate)
-SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+SERIES_COLORS = tuple(pc.qualitative.Plotly) + tuple(pc.qualitative.Dark24)  # 34 distinct
+LEGEND_ON_TOP_MAX = 4  # with more series the legend goes under the plot (never over the title)
 BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 
 
 def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
+    named = sum(1 for trace in fig.data if trace.name)
+    if named > LEGEND_ON_TOP_MAX:  # many series: below the axis title, rows wrap
+        legend = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0}
+        height += 30 * math.ceil(named / 4)
+    else:
+        legend = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0}
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"},
         font={"size": FONT_SIZE},
         height=height,
         margin={"l": 70, "r": 30, "t": 60, "b": 60},
         uirevision="constant",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        legend=legend,
     )
     fig.update_xaxes(title_text=x_title, automargin=True)
     fig.update_yaxes(title_text=y_title, automargin=True)
@@ -251,6 +259,7 @@ def tradeoff_chart(
     baselines: Mapping[str, tuple[float, float]] | None = None,
     front: Sequence[tuple[float, float]] = (),
     current: tuple[float, float] | None = None,
+    labels: Mapping[str, Sequence[str]] | None = None,
     metric: str = "normalised accuracy (%)",
     height: int = 520,
 ) -> go.Figure:
@@ -266,6 +275,9 @@ def tradeoff_chart(
         baselines: name -> point (e.g. Task Arithmetic, each individual adapter).
         front: non-dominated points, any order.
         current: the point of the current merge, if any.
+        labels: curve name -> one short text per point (e.g. "λ=0.3"), drawn next to it; a
+            labelled curve is drawn with a faint dotted line (its order is a parameter sweep,
+            not a path through the plane).
         metric: what the axes measure.
     """
     title = f"Trade-off: {task_a} vs {task_b}"
@@ -277,12 +289,18 @@ def tradeoff_chart(
         )  # fmt: skip
         fig.update_xaxes(range=[0, 105])
         fig.update_yaxes(range=[0, 105])
+    labels = labels or {}
     for i, (name, points) in enumerate(curves.items()):
+        texts = labels.get(name)
         fig.add_scatter(
             x=[p[0] for p in points],
             y=[p[1] for p in points],
             name=name,
-            mode="lines+markers",
+            mode="lines+markers+text" if texts else "lines+markers",
+            text=list(texts) if texts else None,
+            textposition="top center",
+            textfont={"size": FONT_SIZE - 3},
+            line={"dash": "dot", "width": 1} if texts else {"width": 2},
             marker={"size": 9, "color": SERIES_COLORS[i % len(SERIES_COLORS)]},
             customdata=[[i, j] for j in range(len(points))],
             hovertemplate=f"{name} #%{{customdata[1]}}<br>{task_a}: %{{x:.1f}}<br>"

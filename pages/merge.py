@@ -4,6 +4,7 @@ import streamlit as st
 
 from app_support import merge_view, state
 from app_support.evaluation import accuracy_series
+from app_support.library import device_label
 from app_support.merging import params_key, run_with_progress
 from app_support.settings import apply_pending_settings
 from app_support.widgets import method_widgets
@@ -56,7 +57,9 @@ def settings_and_results() -> None:
             "Data-free merges re-run on every change. The URL keeps these settings: "
             "copy it to share this what-if."
         )
-    elif not st.button("Run merge", type="primary", key="merge.run", disabled=blocked):
+    else:
+        st.caption(f"Runs on {device_label()}; the next run starts from this one's φ.")
+    if not live and not st.button("Run merge", type="primary", key="merge.run", disabled=blocked):
         show_last()
         return
     try:

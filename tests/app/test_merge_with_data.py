@@ -53,7 +53,7 @@ def test_short_tara_run_then_warm_start(bundle_page):
     assert not at.button(key="merge.run").disabled
     at.button(key="merge.run").click().run()
     assert not at.exception, at.exception
-    assert "Learned coefficients φ per layer" in titles(at)
+    assert "Learned coefficients φ per module" in titles(at)
     first = at.session_state[state.MERGE_RESULT]
     assert first.method == "tara_b" and first.params["steps"] == 3
     warm = at.session_state[state.WARM_START]

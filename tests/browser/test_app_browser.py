@@ -113,3 +113,22 @@ def test_slider_updates_chart_quickly(page, adapter_dir, shots):
     )
     print(f"median {median:.3f} s (target <= {LATENCY_TARGET_S} s)")
     assert median <= 2.0, f"chart took {median:.2f} s to follow the slider"
+
+
+def test_tradeoff_sweep_streams_and_opens_a_point(page, adapter_dir, shots):
+    if load_test_adapters(page, adapter_dir) != "bundle":
+        pytest.skip("needs the vision8 sample bundle (trade-offs need task data)")
+    open_page(page, "Trade-off")
+    settle(page)
+    page.get_by_role("button", name="Run sweep").click()
+    page.get_by_text("Pareto front").first.wait_for(timeout=300_000)
+    settle(page)
+    screenshot(page, shots / "trade-off-sweep.png")
+    page.get_by_role("button", name="Open this point on the Merge page").click()
+    page.get_by_role("heading", name="Merge", level=1).first.wait_for()
+    settle(page)
+    page.get_by_role("button", name="Run merge").click()
+    page.get_by_text("Learned coefficients φ per module").first.wait_for(timeout=300_000)
+    settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    screenshot(page, shots / "merge-tara.png")
