@@ -86,7 +86,9 @@ def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.argsort(scores, dim=-1, descending=True, stable=True)[..., :k]
 
 
-def _side(basis: torch.Tensor, picked: torch.Tensor, k_eff: torch.Tensor):
+def _side(
+    basis: torch.Tensor, picked: torch.Tensor, k_eff: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cosines ``(G, k)``, misalignment ``(G,)`` and the CUR basis for one side."""
     Q = _orth(picked)
     cos = torch.linalg.svdvals(basis.mT @ Q).clamp(0.0, 1.0)  # (G, k)
@@ -110,10 +112,9 @@ def cur_from_batch(
     mask = (torch.arange(k) < k_eff.unsqueeze(-1)).to(sigma.dtype)  # (G, k)
     Uk = core.Uc[..., :k] * mask.unsqueeze(-2)  # (G, R, k) coordinates in Q_B
     Vk = core.Vc[..., :k] * mask.unsqueeze(-2)  # (G, R, k) coordinates in Q_A
-    lev_rows = ((batch.B_cat @ (core.root_b.P @ Uk)) ** 2).sum(
-        dim=-1
-    )  # (G, m, R)(G, R, k) -> (G, m)
-    lev_cols = (((core.root_a.P @ Vk).mT @ batch.A_stk) ** 2).sum(dim=-2)  # (G, k, n) -> (G, n)
+    U_rows = batch.B_cat @ (core.root_b.P @ Uk)  # (G, m, R) @ (G, R, k) -> (G, m, k) = U_k
+    V_cols = (core.root_a.P @ Vk).mT @ batch.A_stk  # (G, k, R) @ (G, R, n) -> (G, k, n) = V_kᵀ
+    lev_rows, lev_cols = (U_rows**2).sum(dim=-1), (V_cols**2).sum(dim=-2)  # (G, m), (G, n)
     rows, cols = _top_k(lev_rows, k), _top_k(lev_cols, k)
     R = batch.edges[-1]
     A_J = torch.gather(batch.A_stk, 2, cols.unsqueeze(1).expand(-1, R, -1))  # (G, R, k)
