@@ -10,6 +10,11 @@ Rows (``GeometryReport.per_module``): ``module``, ``layer``, ``d_out``, ``d_in``
 ``rank_sum`` and the metric columns of :data:`COLUMNS`. ``per_layer`` has ``layer``,
 ``num_modules`` and the mean of each metric column over the layer's modules (``None`` when a
 column was not computed). Layers are grouped by :func:`merging_core.adapters.layer_key`.
+
+Precision: the Gram route resolves singular values down to about ``1e-7 · σ_max``; smaller ones
+count as zero (``spectra.ZERO_RTOL = 1e-6``), which moves an erank by less than ``1e-5``. Cost for
+6 tasks × 128 LLaMA-3-8B modules (r = 16): about 1.8 s of single-thread CPU
+(benchmarks/geometry.py).
 """
 
 from __future__ import annotations
