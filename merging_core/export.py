@@ -318,8 +318,9 @@ def _rank_k_module(spec: Spectrum, k: int, exact: int, merged: MergedModule) -> 
     A = torch.zeros(k, V.shape[0])
     B[:, :kept] = U * root  # (m, kept) * (kept,)
     A[:kept] = (V * root).T  # (kept, n)
-    kind = merged.factors.kind if merged.factors is not None else "linear"
-    return LoraModule(B=B.contiguous(), A=A.contiguous(), kind=kind, transposed=merged.transposed)
+    return LoraModule(
+        B=B.contiguous(), A=A.contiguous(), kind=merged.kind, transposed=merged.transposed
+    )
 
 
 def model_card(report: ExportReport, recipe: Mapping[str, Any]) -> str:

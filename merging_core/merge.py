@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from merging_core.adapters import AdapterSet, LoraModule
+from merging_core.adapters import AdapterSet, LoraModule, ModuleKind
 from merging_core.factors import LowRankSVD, frobenius_norm, svd_of_product
 
 Progress = Callable[[float, str], None]
@@ -27,11 +27,13 @@ class MergedModule:
         factors: ``LoraModule`` with ``B (d_out, k)``, ``A (k, d_in)``; None when dense.
         dense: ``(d_out, d_in)`` float32 ΔW in the linear layout; None when factored.
         transposed: the base weight's layout is ``(d_in, d_out)`` (see ``LoraModule``).
+        kind: ``"linear"`` or ``"embedding"`` (export writes the matching PEFT keys).
     """
 
     factors: LoraModule | None = None
     dense: torch.Tensor | None = None
     transposed: bool = False
+    kind: ModuleKind = "linear"
 
     def __post_init__(self) -> None:
         if (self.factors is None) == (self.dense is None):
@@ -39,11 +41,11 @@ class MergedModule:
 
     @classmethod
     def from_factors(cls, like: LoraModule, B: torch.Tensor, A: torch.Tensor) -> MergedModule:
-        return cls(factors=like.with_factors(B, A), transposed=like.transposed)
+        return cls(factors=like.with_factors(B, A), transposed=like.transposed, kind=like.kind)
 
     @classmethod
     def from_dense(cls, like: LoraModule, dense: torch.Tensor) -> MergedModule:
-        return cls(dense=dense, transposed=like.transposed)
+        return cls(dense=dense, transposed=like.transposed, kind=like.kind)
 
     @property
     def is_factored(self) -> bool:

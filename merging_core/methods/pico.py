@@ -28,6 +28,7 @@ Reference: https://arxiv.org/abs/2604.16826 (code: yixuantt/Pico, ``PICO.calibra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -102,8 +103,8 @@ def energy_gamma(originals: Sequence[LoraModule], merged: MergedModule) -> float
 def _scaled(module: MergedModule, gamma: float) -> MergedModule:
     if module.factors is not None:
         f = module.factors
-        return MergedModule(factors=f.with_factors(f.B * gamma, f.A), transposed=module.transposed)
-    return MergedModule(dense=module.dense * gamma, transposed=module.transposed)
+        return replace(module, factors=f.with_factors(f.B * gamma, f.A))
+    return replace(module, dense=module.dense * gamma)
 
 
 def _base_params(base: str, ties_density: float) -> dict[str, Any]:
