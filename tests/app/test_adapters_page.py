@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MODULES, make_adapter
+from apptest_support import MODULES, make_adapter
 
 from app_support import state
 from merging_core.io import save_adapter

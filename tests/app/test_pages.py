@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, TIMEOUT
+from apptest_support import ROOT, TIMEOUT
 
 PAGES = ("adapters.py", "geometry.py", "sensitivity.py", "merge.py", "tradeoff.py", "export.py")
 

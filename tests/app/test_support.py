@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_adapter
+from apptest_support import make_adapter
 
 from app_support import widgets
 from app_support.loading import adapter_folders, group_uploads
