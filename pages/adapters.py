@@ -96,7 +96,10 @@ def table_panel() -> None:
 def set_panel() -> None:
     adapter_set, error = working_set()
     if error:
-        st.error(f"These adapters cannot be merged together: {error}")
+        st.error(
+            f"These adapters cannot be merged together: {error}. Pick a compatible subset in "
+            "the list above, or turn the sample bundle off."
+        )
     if adapter_set is None:
         return
     st.subheader("Working set")
