@@ -23,6 +23,7 @@ from merging_core.bundles.context import TaskContext
 from merging_core.bundles.vit import TinyViT, ViTConfig
 
 EVAL_SPLITS = ("validation", "test")
+NORMALISER = {"test": "individual_accuracy", "validation": "individual_validation_accuracy"}
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Bundle:
         split: str = "test",
     ) -> dict[str, Any]:
         """Accuracy of base + ``deltas`` on each task, and accuracy normalised by the individual
-        fine-tuned accuracy (the paper's metric, as a fraction).
+        fine-tuned accuracy on the same split (the paper's metric, as a fraction).
 
         Space: ΔW (dense per-module updates added to the base weights).
 
@@ -123,19 +124,32 @@ class Bundle:
             "average_normalized": mean}``; normalised values are None in a bundle whose manifest
             has no individual accuracies yet (during its build).
         """
-        names = self._task_list(tasks)
-        weights = self._merged_weights(_as_deltas(deltas))
-        feats = self._features(names, _check_split(split), weights)  # (N_total, embed_dim)
         out: dict[str, Any] = {"tasks": {}}
-        for name, f in zip(names, feats.split(self._sizes(names, split)), strict=True):
+        for name, f in self.features(deltas, tasks=tasks, split=split).items():
             head = self.heads[name]
             preds = (torch.nn.functional.normalize(f, dim=-1) @ head.T).argmax(-1)
             acc = float((preds == self.labels(name, split)).float().mean())
-            ref = self._entry(name).get("individual_accuracy")
+            ref = self._entry(name).get(NORMALISER[split])
             out["tasks"][name] = {"accuracy": acc, "normalized": acc / ref if ref else None}
         norms = [t["normalized"] for t in out["tasks"].values()]
         out["average_normalized"] = None if None in norms else sum(norms) / len(norms)
         return out
+
+    def features(
+        self,
+        deltas: Mapping[str, torch.Tensor] | Any,
+        *,
+        tasks: Sequence[str] | None = None,
+        split: str = "test",
+    ) -> dict[str, torch.Tensor]:
+        """Per task, the ``(N, embed_dim)`` features of base + ``deltas`` (unnormalised).
+
+        Space: ΔW, as :meth:`evaluate` (which scores exactly these features).
+        """
+        names = self._task_list(tasks)
+        weights = self._merged_weights(_as_deltas(deltas))
+        feats = self._features(names, _check_split(split), weights)
+        return dict(zip(names, feats.split(self._sizes(names, split)), strict=True))
 
     def _task_list(self, tasks: Sequence[str] | None) -> list[str]:
         if tasks is None:

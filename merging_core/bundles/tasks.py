@@ -187,8 +187,8 @@ def draw_signs(n: int, gen: torch.Generator, split: str):
         n,
         SIZE,
         angle=R.uniform(n, -0.25, 0.25, gen),
-        scale=R.uniform(n, 0.35, 0.6, gen),
-        shift=R.uniform(2 * n, -0.3, 0.3, gen).view(n, 2),
+        scale=R.uniform(n, 0.45, 0.7, gen),
+        shift=R.uniform(2 * n, -0.25, 0.25, gen).view(n, 2),
     )
     outer = shape_masks(y, u, v)
     inner = shape_masks(y, u / 0.65, v / 0.65)

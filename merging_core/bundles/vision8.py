@@ -43,6 +43,12 @@ from merging_core.bundles.vit import TinyViT, ViTConfig
 Progress = Callable[[float, str], None] | None
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "sample_adapters" / "vision8"
 TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+PRETRAIN_STEPS = 600
+LORA_STEPS = 400
+LORA_LR = 5e-3
+LORA_BATCH = 64
+N_VALIDATION = 128
+N_TEST = 128
 LAMBDA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))
 
 
@@ -123,7 +129,8 @@ def finetune(
     """Train one LoRA adapter (only the LoRA factors) against a frozen zero-shot head.
 
     Args:
-        head: ``(C, embed_dim)`` normalised class embeddings. train: ``(uint8 images, labels)``.
+        head: ``(C, embed_dim)`` normalised class embeddings. train: ``(uint8 images, labels)``,
+            read in order, ``batch`` at a time (fresh i.i.d. images: generate ``steps · batch``).
 
     Returns:
         the ``peft`` model (eval mode) wrapping a copy of ``base``.
@@ -134,12 +141,11 @@ def finetune(
     model = get_peft_model(copy.deepcopy(base), lora_config(base.config))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed + 1)
     x, y = train
     model.train()
     for step in range(steps):
         _set_lr(opt, _cosine_lr(step, steps, lr, warmup=max(1, steps // 20)))
-        idx = torch.randint(len(y), (batch,), generator=gen)
+        idx = torch.arange(step * batch, (step + 1) * batch) % len(y)  # one pass when it fits
         feats = F.normalize(model(x[idx].float() / 255), dim=-1)
         loss = F.cross_entropy(logit_scale * feats @ head.T, y[idx])
         opt.zero_grad(set_to_none=True)
@@ -164,6 +170,15 @@ def save_adapter_dir(model, directory: Path, base_name: str) -> None:
     for extra in directory.iterdir():
         if extra.name not in ("adapter_config.json", "adapter_model.safetensors"):
             extra.unlink()
+    sort_target_modules(directory / "adapter_config.json")
+
+
+def sort_target_modules(config_file: Path) -> None:
+    """peft keeps ``target_modules`` as a set; write it sorted so rebuilds give identical files."""
+    config = json.loads(config_file.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def task_manifest(task: tasks.Task, sizes: dict[str, int]) -> dict[str, Any]:
@@ -184,32 +199,40 @@ def build(
     out: Path,
     *,
     seed: int = 0,
-    pretrain_steps: int = 1200,
-    lora_steps: int = 250,
-    sizes: dict[str, int] | None = None,
+    pretrain_steps: int = PRETRAIN_STEPS,
+    lora_steps: int = LORA_STEPS,
+    lora_lr: float = LORA_LR,
+    base_from: Path | None = None,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """Build the whole bundle into ``out``; returns the manifest (also written to disk)."""
+    """Build the whole bundle into ``out``; returns the manifest (also written to disk).
+
+    Args:
+        base_from: reuse the base encoder of a bundle built earlier with the same ``seed`` and
+            ``pretrain_steps`` instead of pretraining again (a shortcut while tuning adapters).
+    """
     from merging_core.bundles import text
 
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sizes = sizes or {"train": 2000, "validation": 128, "test": 128}
     start = time.perf_counter()
     tok, lm = text.load_text_model()
-    concept_heads = text.class_heads(pretrain_data.concept_prompts(), tok, lm)
     task_heads = {t.name: text.class_heads(t.prompts(), tok, lm) for t in tasks.TASKS}
     config = ViTConfig()
-    encoder, scale = pretrain(
-        concept_heads, config=config, steps=pretrain_steps, batch=128, seed=seed, progress=progress
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "base").mkdir(exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in encoder.state_dict().items()},
-        str(out / "base" / "encoder.safetensors"),
-    )
-    save_file({k: v.contiguous() for k, v in task_heads.items()}, str(out / "heads.safetensors"))
+    if base_from is None:
+        concept_heads = text.class_heads(pretrain_data.concept_prompts(), tok, lm)
+        encoder, scale = pretrain(
+            concept_heads,
+            config=config,
+            steps=pretrain_steps,
+            batch=128,
+            seed=seed,
+            progress=progress,
+        )
+    else:
+        encoder, scale = _reuse_base(base_from, config)
+    _save_base(out, encoder, task_heads)
+    sizes = {"train": lora_steps * LORA_BATCH, "validation": N_VALIDATION, "test": N_TEST}
     arrays: dict[str, np.ndarray] = {}
     entries = []
     for i, task in enumerate(tasks.TASKS):
@@ -220,8 +243,8 @@ def build(
             scale,
             data["train"],
             steps=lora_steps,
-            batch=64,
-            lr=3e-3,
+            batch=LORA_BATCH,
+            lr=lora_lr,
             seed=seed + 17 * (i + 1),
         )
         save_adapter_dir(model, out / "adapters" / task.name, "vision8/base")
@@ -231,16 +254,31 @@ def build(
         for split in ("validation", "test"):
             arrays[f"{task.name}/{split}/images"] = data[split][0].numpy()
             arrays[f"{task.name}/{split}/labels"] = data[split][1].numpy().astype(np.int16)
-        _report(
-            progress,
-            (i + 1) / len(tasks.TASKS),
-            f"adapter {task.name}: test accuracy {entry['peft_test_accuracy']:.3f}",
-        )
+        message = f"adapter {task.name}: test accuracy {entry['peft_test_accuracy']:.3f}"
+        _report(progress, (i + 1) / len(tasks.TASKS), message)
     np.savez_compressed(out / "data.npz", **arrays)
     manifest = base_manifest(config, scale, seed, entries, pretrain_steps, lora_steps)
+    manifest["lora"]["lr"] = lora_lr
+    manifest["build"]["command"] += f" --lora-lr {lora_lr:g}"
     manifest["build"]["seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(out, manifest)
     return measure(out, manifest)
+
+
+def _reuse_base(folder: Path, config: ViTConfig) -> tuple[TinyViT, float]:
+    from merging_core.bundles import files
+
+    manifest = files.read_manifest(folder)
+    encoder = TinyViT(config)
+    encoder.load_state_dict(files.read_tensors(folder, manifest["base_model"]["weights"]))
+    return encoder.eval(), float(manifest["base_model"]["logit_scale"])
+
+
+def _save_base(out: Path, encoder: TinyViT, heads: dict[str, torch.Tensor]) -> None:
+    (out / "base").mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(out / "base" / "encoder.safetensors"))
+    save_file({k: v.contiguous() for k, v in heads.items()}, str(out / "heads.safetensors"))
 
 
 def base_manifest(config, scale, seed, entries, pretrain_steps, lora_steps) -> dict[str, Any]:
@@ -278,17 +316,25 @@ def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
 
 
 def measure(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Zero-shot, individual and Task Arithmetic accuracies through the bundle's own evaluator."""
-    from merging_core.bundles.bundle import load_bundle_from, task_arithmetic_grid
+    """Zero-shot, individual and Task Arithmetic accuracies through the bundle's own evaluator.
 
+    Individual accuracies are measured on test (the paper's normaliser) and on validation (the
+    normaliser of validation-split scores); everything is written into ``manifest.json``.
+    """
+    from merging_core.bundles.bundle import NORMALISER, load_bundle_from, task_arithmetic_grid
+
+    for entry in manifest["tasks"]:
+        for key in NORMALISER.values():
+            entry.pop(key, None)
+    write_manifest(out, manifest)
     bundle = load_bundle_from(out)
     zero = bundle.evaluate({})
-    adapters = bundle.adapter_set()
-    for entry, adapter in zip(manifest["tasks"], adapters, strict=True):
+    for entry, adapter in zip(manifest["tasks"], bundle.adapter_set(), strict=True):
         deltas = {m: adapter.delta(m) for m in adapter.modules}
-        own = bundle.evaluate(deltas, tasks=[entry["name"]])
-        entry["individual_accuracy"] = own["tasks"][entry["name"]]["accuracy"]
         entry["zero_shot_accuracy"] = zero["tasks"][entry["name"]]["accuracy"]
+        for split, key in NORMALISER.items():
+            own = bundle.evaluate(deltas, tasks=[entry["name"]], split=split)
+            entry[key] = own["tasks"][entry["name"]]["accuracy"]
     write_manifest(out, manifest)
     bundle = load_bundle_from(out)
     manifest["reference_results"] = {"task_arithmetic": task_arithmetic_grid(bundle, LAMBDA_GRID)}
@@ -321,11 +367,24 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the bundle from scratch (minutes)")
     b.add_argument("--out", type=Path, default=DEFAULT_OUT)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--pretrain-steps", type=int, default=1200)
-    b.add_argument("--lora-steps", type=int, default=250)
+    b.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS)
+    b.add_argument("--lora-steps", type=int, default=LORA_STEPS)
+    b.add_argument("--lora-lr", type=float, default=LORA_LR)
+    b.add_argument(
+        "--base-from",
+        type=Path,
+        default=None,
+        help="reuse the base encoder of an earlier build (same seed and pretrain steps)",
+    )
+    m = sub.add_parser("measure", help="re-measure an existing bundle folder (seconds)")
+    m.add_argument("--out", type=Path, default=DEFAULT_OUT)
     r = sub.add_parser("report", help="print the shipped manifest's measurements as markdown")
     r.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.command == "measure":
+        measure(args.out, json.loads((args.out / "manifest.json").read_text()))
+        print(report_tables(json.loads((args.out / "manifest.json").read_text())))
+        return 0
     if args.command == "report":
         print(report_tables(json.loads((args.out / "manifest.json").read_text())))
         return 0
@@ -339,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         pretrain_steps=args.pretrain_steps,
         lora_steps=args.lora_steps,
+        lora_lr=args.lora_lr,
+        base_from=args.base_from,
         progress=show,
     )
     print(json.dumps(manifest["reference_results"], indent=2))

@@ -67,6 +67,10 @@ def test_zero_shot_and_individual_accuracies_reproduce_the_manifest(bundle, adap
         own = bundle.evaluate(deltas, tasks=[adapter.name])["tasks"][adapter.name]
         assert own["accuracy"] == pytest.approx(bundle.individual_accuracy()[adapter.name])
         assert own["normalized"] == pytest.approx(1.0)
+        val = bundle.evaluate(deltas, tasks=[adapter.name], split="validation")
+        assert val["tasks"][adapter.name]["normalized"] == pytest.approx(1.0)
+    for entry in bundle.manifest["tasks"]:  # the build's own peft forward agrees to one image
+        assert abs(entry["peft_test_accuracy"] - entry["individual_accuracy"]) <= 1 / 128
 
 
 def test_every_adapter_clearly_beats_zero_shot(bundle):
@@ -110,7 +114,7 @@ def test_lora_forward_hooks_give_the_same_features_as_merged_weights(bundle, ada
         for h in handles:
             h.remove()
     deltas = {m: adapter.delta(m) for m in adapter.modules}
-    merged = bundle._features(["svhn"], "validation", bundle._merged_weights(deltas))[:16]
+    merged = bundle.features(deltas, tasks=["svhn"], split="validation")["svhn"][:16]
     torch.testing.assert_close(hooked, merged, rtol=1e-4, atol=1e-4)
 
 
@@ -169,5 +173,5 @@ def test_peft_reads_the_adapters_and_agrees_with_our_loader(bundle, adapters):
     with torch.no_grad():
         via_peft = model(x)
     deltas = {m: ours.delta(m) for m in ours.modules}
-    via_ours = bundle._features([name], "test", bundle._merged_weights(deltas))[:32]
+    via_ours = bundle.features(deltas, tasks=[name])[name][:32]
     torch.testing.assert_close(via_peft, via_ours, rtol=1e-4, atol=1e-4)
