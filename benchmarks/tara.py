@@ -62,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     adapters, context = bundle.adapter_set(), bundle.context(device)
     print(f"# TARA benchmark: {args.bundle}, device {device}, torch threads "
           f"{torch.get_num_threads()}\n")  # fmt: skip
-    proxy_check(bundle, adapters, context)
+    if not args.skip_proxy:
+        proxy_check(bundle, adapters, context)
     if not args.skip_timings:
         timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps)
     if not args.skip_table:
         table(bundle, adapters, context, seeds=args.seeds, steps=args.steps,
-              ada_steps=args.ada_steps or None)  # fmt: skip
+              ada_steps=args.ada_steps or None, baselines=not args.skip_baselines,
+              only=args.rows.split(",") if args.rows else None)  # fmt: skip
     return 0
 
 
@@ -81,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--skip-timings", action="store_true")
     p.add_argument("--skip-table", action="store_true")
+    p.add_argument("--skip-proxy", action="store_true")
+    p.add_argument("--skip-baselines", action="store_true")
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="comma list of data-driven rows: ada_original,ada_repo,tara_a,tara_b",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -173,11 +182,14 @@ def _normalised(bundle, split: str = "test"):
 # Table 1.
 
 
-def table(bundle, adapters, context, *, seeds: int, steps: int, ada_steps: int | None) -> None:
+def table(
+    bundle, adapters, context, *, seeds: int, steps: int, ada_steps: int | None,
+    baselines: bool = True, only: list[str] | None = None,
+) -> None:  # fmt: skip
     names = list(bundle.task_names)
     rows: dict[str, list[list[float]]] = {}
     notes: list[str] = []
-    for label, method, fixed, scale in BASELINES:
+    for label, method, fixed, scale in BASELINES if baselines else ():
         row, note = _baseline_row(bundle, adapters, method, fixed, scale)
         if row is None:
             notes.append(f"{label}: skipped ({note})")
@@ -194,11 +206,15 @@ def table(bundle, adapters, context, *, seeds: int, steps: int, ada_steps: int |
         "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps),
     }  # fmt: skip
     evaluate = _normalised(bundle)
-    for label, runner in runners.items():
+    keys = dict(zip(("ada_original", "ada_repo", "tara_a", "tara_b"), runners, strict=True))
+    chosen = [keys[k] for k in only] if only else list(runners)
+    for label in chosen:
+        runner = runners[label]
         rows[label] = []
         for seed in range(seeds):
             run = runner(seed)
             rows[label].append([float(v) for v in evaluate(run.result, names)])
+            log(f"ROW {label!r} seed {seed}: {rows[label][-1]}")
             log(f"{label} seed {seed}: {100 * statistics.mean(rows[label][-1]):.1f} "
                 f"({run.seconds:.0f}s)")  # fmt: skip
     _print_table(names, rows)
