@@ -17,6 +17,7 @@ from merging_core.merge import merge
 NAMES = ("mnist", "svhn", "rotated", "parity", "signs", "textures", "landcover", "count")
 
 
+@pytest.mark.slow
 def test_loads_offline_without_peft_or_transformers():
     code = (
         "import sys, socket\n"
@@ -58,6 +59,7 @@ def test_adapters_target_every_attention_projection_r16(bundle, adapters):
             assert module.rank == 16 and module.shape == tuple(weight.shape)
 
 
+@pytest.mark.slow
 def test_zero_shot_and_individual_accuracies_reproduce_the_manifest(bundle, adapters):
     zero = bundle.evaluate({})
     for name in NAMES:
