@@ -204,10 +204,13 @@ def table(
             adapters, context, layerwise=True, variant="tara_repo", seed=s, steps=steps),
         "TARA-A": lambda s: run_tara(adapters, context, variant="a", seed=s, steps=steps),
         "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps),
+        "TARA-B (|H−z|, ablation)": lambda s: run_tara(
+            adapters, context, variant="b", seed=s, steps=steps, scalarisation="stch_abs"),
     }  # fmt: skip
     evaluate = _normalised(bundle)
-    keys = dict(zip(("ada_original", "ada_repo", "tara_a", "tara_b"), runners, strict=True))
-    chosen = [keys[k] for k in only] if only else list(runners)
+    ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs")
+    keys = dict(zip(ids, runners, strict=True))
+    chosen = [keys[k] for k in only] if only else list(runners)[:4]
     for label in chosen:
         runner = runners[label]
         rows[label] = []
