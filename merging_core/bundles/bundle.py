@@ -23,6 +23,7 @@ from merging_core.bundles.context import TaskContext
 from merging_core.bundles.vit import TinyViT, ViTConfig
 
 EVAL_SPLITS = ("validation", "test")
+EVAL_CHUNK = 128  # images per forward: fastest on a 2-core CPU (cache-sized activations)
 NORMALISER = {"test": "individual_accuracy", "validation": "individual_validation_accuracy"}
 
 
@@ -189,7 +190,7 @@ class Bundle:
         tokens = torch.cat([self._tokens(n, split) for n in names])  # (N_total, 1 + P, d)
         chunks = [
             functional_call(self.encoder, weights, (chunk,), {"embedded": True})
-            for chunk in tokens.split(512)
+            for chunk in tokens.split(EVAL_CHUNK)
         ]
         return torch.cat(chunks)
 
