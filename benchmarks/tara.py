@@ -69,8 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_table:
         table(bundle, adapters, context, seeds=args.seeds, steps=args.steps,
               ada_steps=args.ada_steps or None, baselines=not args.skip_baselines,
-              only=args.rows.split(",") if args.rows else None)  # fmt: skip
+              only=args.rows.split(",") if args.rows else None,
+              scale=_scale_kwargs(args.entropy_scale))  # fmt: skip
     return 0
+
+
+def _scale_kwargs(text: str | None) -> dict[str, Any]:
+    """``--entropy-scale`` -> keyword for run_tara / run_adamerging ({} = their default)."""
+    if text is None:
+        return {}
+    return {"entropy_scale": None if text == "bundle" else float(text)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--warm-steps", type=int, default=50, help="steps of warm-started re-runs")
     p.add_argument("--ada-steps", type=int, default=0, help="original AdaMerging (0: its 500)")
+    p.add_argument(
+        "--entropy-scale",
+        default=None,
+        help="logit scale inside the entropy objective of the data-driven rows: a number, or "
+        "'bundle' for the bundle's own logit_scale (default: the methods' default)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--skip-timings", action="store_true")
     p.add_argument("--skip-table", action="store_true")
@@ -184,7 +198,7 @@ def _normalised(bundle, split: str = "test"):
 
 def table(
     bundle, adapters, context, *, seeds: int, steps: int, ada_steps: int | None,
-    baselines: bool = True, only: list[str] | None = None,
+    baselines: bool = True, only: list[str] | None = None, scale: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     names = list(bundle.task_names)
     rows: dict[str, list[list[float]]] = {}
@@ -197,15 +211,16 @@ def table(
         rows[label] = [row]
         notes.append(f"{label}: {note}")
         log(f"{label}: {100 * sum(row) / len(row):.1f}")
+    kw = scale or {}
     runners = {
         "AdaMerging (layer, original)": lambda s: run_adamerging(
-            adapters, context, layerwise=True, variant="original", seed=s, steps=ada_steps),
+            adapters, context, layerwise=True, variant="original", seed=s, steps=ada_steps, **kw),
         "AdaMerging (layer, TARA repo)": lambda s: run_adamerging(
-            adapters, context, layerwise=True, variant="tara_repo", seed=s, steps=steps),
-        "TARA-A": lambda s: run_tara(adapters, context, variant="a", seed=s, steps=steps),
-        "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps),
+            adapters, context, layerwise=True, variant="tara_repo", seed=s, steps=steps, **kw),
+        "TARA-A": lambda s: run_tara(adapters, context, variant="a", seed=s, steps=steps, **kw),
+        "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps, **kw),
         "TARA-B (|H−z|, ablation)": lambda s: run_tara(
-            adapters, context, variant="b", seed=s, steps=steps, scalarisation="stch_abs"),
+            adapters, context, variant="b", seed=s, steps=steps, scalarisation="stch_abs", **kw),
     }  # fmt: skip
     evaluate = _normalised(bundle)
     ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs")

@@ -340,10 +340,35 @@ def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1).mean()
 
 
-def task_entropy(context: Any, task: int, inputs: torch.Tensor) -> torch.Tensor:
-    """``H_task`` of the encoder *as currently hooked* on ``inputs`` ``(n, ...)``."""
+def entropy_logits(
+    context: Any, task: int, features: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
+    """``(N, d_embed) -> (N, C)`` logits the entropy objective sees: ``scale · cos``.
+
+    ``cos = normalize(features) @ head_taskᵀ``; ``scale=None`` keeps the bundle's own
+    ``context.logit_scale`` (then equal to ``context.logits``). The official TARA code uses
+    un-scaled cosines (``scale = 1``, tara.md §6.1). Evaluation never goes through here.
+
+    Raises:
+        ValueError: ``scale`` is not a positive number.
+    """
+    if scale is None:
+        return context.logits(task, features)
+    if not float(scale) > 0:
+        raise ValueError(f"entropy_scale must be > 0 (or None for the bundle's), got {scale!r}")
+    feats = torch.nn.functional.normalize(features, dim=-1)
+    return float(scale) * feats @ context.heads[task].to(feats.device).T
+
+
+def task_entropy(
+    context: Any, task: int, inputs: torch.Tensor, *, scale: float | None = None
+) -> torch.Tensor:
+    """``H_task`` of the encoder *as currently hooked* on ``inputs`` ``(n, ...)``.
+
+    ``scale``: logit scale inside the entropy (None = the bundle's), see :func:`entropy_logits`.
+    """
     features = context.encoder(inputs.to(context.device))
-    return mean_entropy(context.logits(task, features))
+    return mean_entropy(entropy_logits(context, task, features, scale))
 
 
 @contextmanager
@@ -368,14 +393,14 @@ def task_indices(adapter_set: AdapterSet, context: Any) -> list[int]:
 
 
 def entropy_over_inputs(
-    context: Any, task: int, inputs: torch.Tensor, *, chunk: int = 256
+    context: Any, task: int, inputs: torch.Tensor, *, chunk: int = 256, scale: float | None = None
 ) -> float:
     """Mean entropy over all of ``inputs`` in chunks (no grad), weighted by chunk size."""
     total = 0.0
     with torch.no_grad():
         for start in range(0, inputs.shape[0], chunk):
             part = inputs[start : start + chunk]
-            total += float(task_entropy(context, task, part)) * part.shape[0]
+            total += float(task_entropy(context, task, part, scale=scale)) * part.shape[0]
     return total / max(inputs.shape[0], 1)
 
 
@@ -385,13 +410,17 @@ def entropy_over_inputs(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Loop settings; ``optimizer`` is ``"adamw"`` (TARA, torch default decay) or ``"adam"``."""
+    """Loop settings; ``optimizer`` is ``"adamw"`` (TARA, torch default decay) or ``"adam"``.
+
+    ``entropy_scale``: logit scale inside the entropies (None = the bundle's own).
+    """
 
     steps: int
     lr: float
     batch_size: int = 16
     batches_per_step: int = 1
     optimizer: str = "adamw"
+    entropy_scale: float | None = None
 
 
 @dataclass
@@ -460,7 +489,7 @@ def _one_step(context, tasks, streams, hooks, coefficients, objective, opt, conf
     for _ in range(config.batches_per_step):
         hooks.set(coefficients())
         batches = [context.unlabeled[t][s.next()] for t, s in zip(tasks, streams, strict=True)]
-        H = batch_entropies(context, tasks, batches)  # (N,)
+        H = batch_entropies(context, tasks, batches, scale=config.entropy_scale)  # (N,)
         loss = objective(H)
         loss.backward()
         total += float(loss.detach())
@@ -470,16 +499,24 @@ def _one_step(context, tasks, streams, hooks, coefficients, objective, opt, conf
 
 
 def batch_entropies(
-    context: Any, tasks: Sequence[int], batches: Sequence[torch.Tensor]
+    context: Any,
+    tasks: Sequence[int],
+    batches: Sequence[torch.Tensor],
+    *,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """``(N,)`` mean entropies, one encoder pass over all tasks' batches concatenated.
 
     The encoder is per-sample (eval mode), so one pass equals N separate passes, only faster.
+    ``scale``: logit scale inside the entropy (None = the bundle's), see :func:`entropy_logits`.
     """
     x = torch.cat([b.to(context.device) for b in batches])
     features = context.encoder(x).split([b.shape[0] for b in batches])
     return torch.stack(
-        [mean_entropy(context.logits(t, f)) for t, f in zip(tasks, features, strict=True)]
+        [
+            mean_entropy(entropy_logits(context, t, f, scale))
+            for t, f in zip(tasks, features, strict=True)
+        ]
     )
 
 
@@ -503,7 +540,7 @@ def merged_result(
 # ---------------------------------------------------------------------------------------------
 # Anchors z_i: the individual adapter's own mean entropy on its task's whole unlabeled split.
 
-_ANCHOR_CACHE: dict[tuple[str, str, int], float] = {}
+_ANCHOR_CACHE: dict[tuple[str, str, int, float | None], float] = {}
 _CONTEXT_KEYS: dict[int, tuple[Any, str]] = {}
 
 
@@ -522,24 +559,36 @@ def context_fingerprint(context: Any) -> str:
     return key
 
 
-def adapter_anchor(adapter_set: AdapterSet, context: Any, index: int) -> float:
+def adapter_anchor(
+    adapter_set: AdapterSet, context: Any, index: int, *, scale: float | None = None
+) -> float:
     """``z_i``: mean entropy of base + adapter ``index`` alone on its task's unlabeled inputs.
 
-    Cached per (context content, adapter content, task) in memory.
+    ``scale``: logit scale inside the entropy (None = the bundle's); it must match the one the
+    objective uses. Cached per (context content, adapter content, task, scale) in memory.
     """
     adapter = adapter_set.adapters[index]
     task = context.task_index(adapter.name)
-    key = (context_fingerprint(context), adapter.content_hash(), task)
+    scale = None if scale is None else float(scale)
+    key = (context_fingerprint(context), adapter.content_hash(), task, scale)
     if key not in _ANCHOR_CACHE:
         single = adapter_set.subset([index])
         banks = {p: b.to(context.device) for p, b in build_banks(single, variant="a").items()}
         ones = {p: torch.ones(b.size, device=context.device) for p, b in banks.items()}
         with frozen_eval(context.encoder), WeightedLoraHooks(context.encoder, banks) as hooks:
             hooks.set(ones)
-            _ANCHOR_CACHE[key] = entropy_over_inputs(context, task, context.unlabeled[task])
+            inputs = context.unlabeled[task]
+            _ANCHOR_CACHE[key] = entropy_over_inputs(context, task, inputs, scale=scale)
     return _ANCHOR_CACHE[key]
 
 
-def compute_anchors(adapter_set: AdapterSet, context: Any) -> tuple[float, ...]:
-    """Anchors ``z_i`` for every adapter of the set, in set order (tara.md §2.4, as coded)."""
-    return tuple(adapter_anchor(adapter_set, context, i) for i in range(len(adapter_set)))
+def compute_anchors(
+    adapter_set: AdapterSet, context: Any, *, scale: float | None = None
+) -> tuple[float, ...]:
+    """Anchors ``z_i`` for every adapter of the set, in set order (tara.md §2.4, as coded).
+
+    ``scale``: logit scale inside the entropy (None = the bundle's), as in the objective.
+    """
+    return tuple(
+        adapter_anchor(adapter_set, context, i, scale=scale) for i in range(len(adapter_set))
+    )

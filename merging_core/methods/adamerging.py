@@ -38,7 +38,15 @@ from merging_core.directional import (
 )
 from merging_core.merge import MergeResult, Progress
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.tara import TaraRun, cached_banks, resolve_device, seed_from
+from merging_core.methods.tara import (
+    DEFAULT_ENTROPY_SCALE,
+    ENTROPY_SCALE_PARAM,
+    TaraRun,
+    cached_banks,
+    resolve_device,
+    seed_from,
+    used_scale,
+)
 from merging_core.preference import normalise_preference
 
 PAPER_URL = "https://arxiv.org/abs/2310.02575"
@@ -59,6 +67,7 @@ def run_adamerging(
     steps: int | None = None,
     lr: float = 1e-3,
     batch_size: int = 16,
+    entropy_scale: float | None = DEFAULT_ENTROPY_SCALE,
     seed: int = 0,
     init_phi: Mapping[str, torch.Tensor] | None = None,
     device: torch.device | str | None = None,
@@ -75,6 +84,8 @@ def run_adamerging(
         rho: preference for ``tara_repo``'s linear loss (ignored by ``original``).
         steps: optimiser steps (None = the variant's default, 500 or 250).
         lr, batch_size, seed: loop settings and batch-order seed.
+        entropy_scale: logit scale inside the entropies and anchors (None = the bundle's own;
+            1.0 = un-scaled cosines). Evaluation is never affected.
         init_phi: warm start (a previous run's ``state``, ``{"lambda": ...}``).
         device: must match ``context.device``. progress / should_stop: as in ``run_tara``.
 
@@ -92,10 +103,11 @@ def run_adamerging(
         banks, num_tasks=len(adapter_set), layerwise=layerwise, init=spec["init"],
         clamp=spec["clamp"], warm=init_phi,
     )  # fmt: skip
-    objective, anchors = _objective(adapter_set, context, variant, prefs, dev)
+    objective, anchors = _objective(adapter_set, context, variant, prefs, dev, entropy_scale)
     config = TrainConfig(
         steps=int(spec["steps"] if steps is None else steps), lr=lr, batch_size=batch_size,
         batches_per_step=spec["batches_per_step"], optimizer=spec["optimizer"],
+        entropy_scale=entropy_scale,
     )  # fmt: skip
     trace = train_coefficients(
         context, tasks, banks, coeffs, objective, config=config,
@@ -114,7 +126,8 @@ def run_adamerging(
     result = merged_result(adapter_set, banks, coeffs(), diagnostics=diagnostics, extras=state)
     method = "adamerging_layer" if layerwise else "adamerging_task"
     params = {"variant": variant, "steps": config.steps, "lr": float(lr),
-              "batch_size": int(batch_size), "rho": prefs}  # fmt: skip
+              "batch_size": int(batch_size), "rho": prefs,
+              "entropy_scale": used_scale(context, entropy_scale)}  # fmt: skip
     result = replace(result, method=method, params=params, seed=int(seed))
     return TaraRun(
         method=method, rho=prefs, alpha=0.0,
@@ -129,10 +142,10 @@ def _used_lambda(coeffs: TaskCoefficients) -> torch.Tensor:
     return lam.clamp(0.0, 1.0) if coeffs.clamp else lam
 
 
-def _objective(adapter_set, context, variant, prefs, dev):
+def _objective(adapter_set, context, variant, prefs, dev, entropy_scale):
     if variant == "original":
         return (lambda H: H.sum()), tuple(0.0 for _ in prefs)
-    anchors = compute_anchors(adapter_set, context)
+    anchors = compute_anchors(adapter_set, context, scale=entropy_scale)
     rho_t, z_t = torch.tensor(prefs, device=dev), torch.tensor(anchors, device=dev)
     return (lambda H: torch.sum(rho_t * (H - z_t))), anchors
 
@@ -147,6 +160,7 @@ ADA_PARAMS = (
     Param("batch_size", "int", 16, low=1, high=512, help="Unlabeled inputs per task per batch."),
     Param("rho", "weights", None, low=0.0, high=1e6,
           help="Preference ρ for the tara_repo loss (normalised; ignored by original)."),
+    ENTROPY_SCALE_PARAM,
 )  # fmt: skip
 
 
