@@ -5,8 +5,8 @@ Run with ``streamlit run app.py``; the server binds to 127.0.0.1 (see .streamlit
 
 import streamlit as st
 
-from app_support import runtime
 from app_support.state import init_state
+from merging_core import runtime
 
 runtime.configure()
 st.set_page_config(page_title="LoRA Merge Lab", page_icon=":material/merge:", layout="wide")

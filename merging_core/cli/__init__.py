@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from merging_core import runtime
+
 COMMANDS = (
     "inspect",
     "geometry",
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    runtime.configure()
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as err:

@@ -122,7 +122,7 @@ def test_make_adapter_is_seeded():
 
 
 def test_torch_threads_policy():
-    from app_support.runtime import torch_threads
+    from merging_core.runtime import torch_threads
 
     assert torch_threads(2, None) == 1
     assert torch_threads(16, None) == 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from merging_core.adapters import LoraModule
 from merging_core.cli import main
 from merging_core.geometry import COLUMNS
 from merging_core.io import save_adapter
+from merging_core.runtime import THREADS_ENV, torch_threads
 
 MODULES = ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj")
 
@@ -63,7 +65,9 @@ def test_threads_flag(adapter_dirs, capsys, thread_calls):
     assert main(["geometry", *adapter_dirs, "--json", "--no-progress", "--threads", "3"]) == 0
     assert main(["geometry", *adapter_dirs, "--json", "--no-progress", "--threads", "0"]) == 0
     assert main(["geometry", *adapter_dirs, "--json", "--no-progress"]) == 0
-    assert thread_calls == [3, 1]
+    # every CLI run first applies the process default (merging_core.runtime), then the flag
+    default = torch_threads(os.cpu_count(), os.environ.get(THREADS_ENV))
+    assert thread_calls == [default, 3, default, default, 1]
     assert main(["geometry", *adapter_dirs, "--no-progress", "--threads", "-1"]) == 2
     assert "--threads" in capsys.readouterr().err
 

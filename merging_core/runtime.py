@@ -1,11 +1,14 @@
-"""Process-wide settings for the app server, applied once by ``app.py``.
+"""Process-wide settings for the entry points (the app server and the CLI), applied once.
 
+Library functions never call this: only ``app.py`` and ``merge-lab`` do, before heavy work.
 Streamlit serves every session from its own thread. Torch's default intra-op pool (one thread
 per core) then oversubscribes the CPU as soon as two things run at once, and the small
 matrix products behind interactive charts slow down by orders of magnitude (measured on a
 2-core machine: 1.8 s with the default pool vs 0.03 s with one thread for the same chart).
 Half the cores keeps large CPU merges parallel and small ones responsive;
-``MERGE_LAB_TORCH_THREADS`` overrides it.
+``MERGE_LAB_TORCH_THREADS`` overrides it. The CLI has the same problem whenever anything else
+runs beside it (measured on vision8 with a busy second core: TSV-M 18.9 s with two threads,
+0.15 s with one).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ THREADS_ENV = "MERGE_LAB_TORCH_THREADS"
 
 
 def torch_threads(cpu_count: int | None, override: str | None) -> int:
-    """Intra-op threads for the server: ``override`` if given, else half the cores (>= 1).
+    """Intra-op threads for an entry point: ``override`` if given, else half the cores (>= 1).
 
     Raises:
         ValueError: ``override`` is not a positive whole number.
