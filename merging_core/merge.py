@@ -7,7 +7,7 @@ All tensors are in the *linear* layout ``(d_out, d_in)``; ``transposed`` restore
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +187,19 @@ def result_from_modules(
         diagnostics=dict(diagnostics or {}),
         extras=dict(extras or {}),
     )
+
+
+def each_module(
+    adapter_set: AdapterSet, progress: Progress | None = None
+) -> Iterator[tuple[str, list[LoraModule]]]:
+    """Yield ``(module path, per-task factors)`` in order; report progress after each module.
+
+    The loop every per-module method runs, so none of them repeats the bookkeeping.
+    """
+    total = len(adapter_set.modules)
+    for i, name in enumerate(adapter_set.modules):
+        yield name, adapter_set.factors(name)
+        report_progress(progress, (i + 1) / total, name)
 
 
 def report_progress(progress: Progress | None, fraction: float, message: str) -> None:

@@ -33,7 +33,7 @@ from merging_core.merge import (
     MergedModule,
     MergeResult,
     Progress,
-    report_progress,
+    each_module,
     result_from_modules,
 )
 from merging_core.methods.registry import Param, register_method
@@ -103,9 +103,7 @@ def cat(
     """
     w = adapter_weights(weights, len(adapter_set))
     modules: dict[str, MergedModule] = {}
-    for i, name in enumerate(adapter_set.modules):
-        mods = adapter_set.factors(name)
+    for name, mods in each_module(adapter_set, progress):
         B, A = concatenate_factors([m.B for m in mods], [m.A for m in mods], w, weight_on=weight_on)
         modules[name] = MergedModule.from_factors(mods[0], B, A)
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
     return result_from_modules(adapter_set, modules)

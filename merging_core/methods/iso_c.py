@@ -38,7 +38,7 @@ from merging_core.merge import (
     MergedModule,
     MergeResult,
     Progress,
-    report_progress,
+    each_module,
     result_from_modules,
 )
 from merging_core.methods.registry import Param, register_method
@@ -204,13 +204,11 @@ def iso_c(
     _check_mode(mode)
     modules: dict[str, MergedModule] = {}
     sigma_bar: dict[str, float] = {}
-    for i, name in enumerate(adapter_set.modules):
-        mods = adapter_set.factors(name)
+    for name, mods in each_module(adapter_set, progress):
         iso = iso_c_factors([m.B for m in mods], [m.A for m in mods], mode=mode)
         sigma = float(iso.S[0]) if iso.rank else 0.0
         modules[name] = _to_module(mods[0], iso.U, scaling * sigma, iso.V, mode)
         sigma_bar[name] = sigma
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
     return result_from_modules(adapter_set, modules, diagnostics={"sigma_bar": sigma_bar})
 
 
@@ -247,12 +245,10 @@ def iso_cts(
     _check_mode(mode)
     modules: dict[str, MergedModule] = {}
     sigma_bar: dict[str, float] = {}
-    for i, name in enumerate(adapter_set.modules):
-        mods = adapter_set.factors(name)
+    for name, mods in each_module(adapter_set, progress):
         U, sigma, V = iso_cts_factors(
             [m.B for m in mods], [m.A for m in mods], common_fraction=common_fraction, mode=mode
         )
         modules[name] = _to_module(mods[0], U, scaling * sigma, V, mode)
         sigma_bar[name] = sigma
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
     return result_from_modules(adapter_set, modules, diagnostics={"sigma_bar": sigma_bar})

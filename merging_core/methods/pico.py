@@ -39,6 +39,7 @@ from merging_core.merge import (
     MergedModule,
     MergeResult,
     Progress,
+    each_module,
     merge,
     report_progress,
     result_from_modules,
@@ -163,10 +164,9 @@ def pico(
     merged = merge(calibrated, base, seed=seed, **_base_params(base, ties_density))
     modules: dict[str, MergedModule] = {}
     gammas: dict[str, float] = {}
-    for i, name in enumerate(adapter_set.modules):
-        gamma = energy_gamma(adapter_set.factors(name), merged.modules[name])
+    for name, mods in each_module(adapter_set, progress):
+        gamma = energy_gamma(mods, merged.modules[name])
         gammas[name] = gamma if restore_norm else 1.0
         modules[name] = _scaled(merged.modules[name], gammas[name])
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
     diagnostics = {"base": base, "gamma": gammas, "base_diagnostics": dict(merged.diagnostics)}
     return result_from_modules(adapter_set, modules, diagnostics=diagnostics)

@@ -39,7 +39,7 @@ from merging_core.merge import (
     MergedModule,
     MergeResult,
     Progress,
-    report_progress,
+    each_module,
     result_from_modules,
 )
 from merging_core.methods.registry import Param, register_method
@@ -220,8 +220,7 @@ def svd_cur(
     """λ (shared SVD part + β Σ_t CUR of task residuals); reconstruction, acts on ΔW."""
     modules: dict[str, MergedModule] = {}
     counts: dict[str, dict[str, int]] = {}
-    for i, name in enumerate(adapter_set.modules):
-        mods = adapter_set.factors(name)
+    for name, mods in each_module(adapter_set, progress):
         B, A, counts[name] = svd_cur_factors(
             [m.B for m in mods],
             [m.A for m in mods],
@@ -232,5 +231,4 @@ def svd_cur(
             generator=generator,
         )
         modules[name] = MergedModule.from_factors(mods[0], (scaling * B).float(), A.float())
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
     return result_from_modules(adapter_set, modules, diagnostics={"components": counts})

@@ -19,7 +19,7 @@ from merging_core.merge import (
     MergedModule,
     MergeResult,
     Progress,
-    report_progress,
+    each_module,
     result_from_modules,
 )
 from merging_core.methods.registry import Param, register_method
@@ -70,9 +70,7 @@ def task_arithmetic(
     """λ · Σ_t w_t B_t A_t, exact in factor space (stacked factors, rank Σ r_t)."""
     w = [scaling * x for x in adapter_weights(weights, len(adapter_set))]
     modules: dict[str, MergedModule] = {}
-    for i, name in enumerate(adapter_set.modules):
-        mods = adapter_set.factors(name)
+    for name, mods in each_module(adapter_set, progress):
         B, A = stack_factors([m.B for m in mods], [m.A for m in mods], w)  # (m, R), (R, n)
         modules[name] = MergedModule.from_factors(mods[0], B, A)
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
     return result_from_modules(adapter_set, modules)

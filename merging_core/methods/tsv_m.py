@@ -42,7 +42,7 @@ from merging_core.merge import (
     MergedModule,
     MergeResult,
     Progress,
-    report_progress,
+    each_module,
     result_from_modules,
 )
 from merging_core.methods.registry import Param, register_method
@@ -207,9 +207,6 @@ def tsv_m(
         raise ValueError(f"mode must be one of {list(TSV_MODES)}, got {mode!r}")
     modules: dict[str, MergedModule] = {}
     kept: dict[str, int] = {}
-    for i, name in enumerate(adapter_set.modules):
-        modules[name], kept[name] = _merge_module(
-            adapter_set.factors(name), mode=mode, scaling=scaling
-        )
-        report_progress(progress, (i + 1) / len(adapter_set.modules), name)
+    for name, mods in each_module(adapter_set, progress):
+        modules[name], kept[name] = _merge_module(mods, mode=mode, scaling=scaling)
     return result_from_modules(adapter_set, modules, diagnostics={"kept_triplets": kept})
