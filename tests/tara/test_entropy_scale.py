@@ -97,7 +97,22 @@ def test_objective_and_anchors_use_the_scale(toy_adapters, toy_context, method):
     assert run.entropies[0] == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tara_a", "tara_b", "adamerging_task", "adamerging_layer"])
-def test_registered_param(name):
-    param = {p.name: p for p in get_method(name).params}["entropy_scale"]
+@pytest.mark.parametrize("name", ["tara_a", "tara_b"])
+def test_registered_tara_param(name):
+    param = get_method(name).param("entropy_scale")
     assert (param.kind, param.low, param.high, param.log) == ("float", 0.1, 100.0, True)
+    assert param.default == 3.0
+
+
+@pytest.mark.parametrize("name", ["adamerging_task", "adamerging_layer"])
+def test_registered_adamerging_param_zero_means_the_bundle_scale(name, toy_adapters, toy_context):
+    info = get_method(name)
+    assert (info.param("entropy_scale").default, info.param("entropy_scale").low) == (0.0, 0.0)
+    results = {
+        s: merge(toy_adapters, name, context=toy_context, steps=2, entropy_scale=s)
+        for s in (0.0, toy_context.logit_scale, 1.0)
+    }
+    for path in results[0.0].modules:
+        bundle = results[0.0].modules[path].delta()
+        torch.testing.assert_close(bundle, results[toy_context.logit_scale].modules[path].delta())
+        assert not torch.allclose(bundle, results[1.0].modules[path].delta())
