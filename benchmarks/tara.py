@@ -1,7 +1,7 @@
 """TARA benchmark on the vision8 sample bundle: timings and the paper's Table-1 layout.
 
     python benchmarks/tara.py [--bundle vision8] [--seeds 3] [--skip-timings] [--skip-table]
-                              [--steps 250] [--device auto]
+                              [--steps 250] [--device auto] [--entropy-scale S|bundle]
 
 Prints (stdout, Markdown):
 
