@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from merging_core.cli.merge_cmd import TextBar
+from merging_core.methods.tara import DEFAULT_ENTROPY_SCALE
 from merging_core.preference import SCALARISATIONS
 
 
@@ -36,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scalarisation", choices=SCALARISATIONS, default="stch")
     parser.add_argument("--steps", type=int, default=250, help="optimisation steps (250)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (1e-3)")
+    parser.add_argument(
+        "--entropy-scale", type=float, default=DEFAULT_ENTROPY_SCALE,
+        help=f"logit scale inside the entropy objective ({DEFAULT_ENTROPY_SCALE:g}; official: 1)",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="export the merge as a PEFT adapter here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     tara = run_with_bar(args, lambda bar: run_tara(
         adapters, context, variant=args.variant, rho=rho, alpha=args.alpha,
         scalarisation=args.scalarisation, steps=args.steps, lr=args.lr, seed=args.seed,
-        progress=bar,
+        entropy_scale=args.entropy_scale, progress=bar,
     ))  # fmt: skip
     scores = bundle.evaluate(tara.result)
     summary = _summary(tara, scores, str(context.device))
