@@ -86,6 +86,28 @@ def task_context(adapter_set: AdapterSet) -> tuple[Any | None, str]:
     return bundle.context(), ""
 
 
+def require_working_set(
+    verb: str, *, empty: str = "Load adapters on the Adapters page first.", minimum: int = 1
+) -> AdapterSet:
+    """The page's working set; else say why (error) and what to do (info), and stop the page."""
+    adapter_set, problem = working_set()
+    if problem:
+        st.error(f"The selected adapters cannot be {verb}: {problem}")
+    if adapter_set is None or len(adapter_set) < minimum:
+        st.info(empty)
+        st.stop()
+    return adapter_set
+
+
+def require_task_context(adapter_set: AdapterSet, need: str) -> Any:
+    """The bundle's data context for ``adapter_set``; otherwise say what is missing and stop."""
+    context, no_data = task_context(adapter_set)
+    if context is None:
+        st.info(f"{need}, which is missing: {no_data}.")
+        st.stop()
+    return context
+
+
 def add_user_adapters(new: Sequence[Adapter]) -> list[str]:
     """Append adapters to the session, refusing name clashes; returns refusal messages."""
     existing = {a.name for a in all_adapters()}

@@ -5,7 +5,7 @@ import streamlit as st
 from app_support import geometry_view as gv
 from app_support import state
 from app_support.library import feature_attr, needs
-from app_support.workset import set_key, working_set
+from app_support.workset import require_working_set, set_key
 from merging_core import figures
 
 state.init_state()
@@ -17,12 +17,7 @@ st.caption(
 if feature_attr("geometry", "analyse_geometry") is None:
     needs("geometry")
     st.stop()
-adapter_set, problem = working_set()
-if problem:
-    st.error(f"The selected adapters cannot be analysed together: {problem}")
-if adapter_set is None:
-    st.info("Load adapters on the Adapters page first.")
-    st.stop()
+adapter_set = require_working_set("analysed together")
 
 signs = st.toggle(
     "Also count TIES sign conflicts (forms each dense ΔW, slower)",

@@ -8,19 +8,16 @@ from app_support.library import device_label
 from app_support.merging import params_key, run_with_progress
 from app_support.settings import apply_pending_settings
 from app_support.widgets import method_widgets
-from app_support.workset import set_key, task_context, working_set
+from app_support.workset import require_working_set, set_key, task_context
 from merging_core.methods import available_methods, get_method
 
 ERRORS = (ValueError, KeyError, TypeError)
 
 state.init_state()
 st.title("Merge")
-adapter_set, problem = working_set()
-if problem:
-    st.error(f"The selected adapters cannot be merged: {problem}")
-if adapter_set is None:
-    st.info("Load adapters on the Adapters page first (or build the vision8 sample bundle).")
-    st.stop()
+adapter_set = require_working_set(
+    "merged", empty="Load adapters on the Adapters page first (or build the vision8 sample bundle)."
+)
 
 try:
     applied = apply_pending_settings(adapter_set.names)

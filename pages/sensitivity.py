@@ -6,7 +6,7 @@ from app_support import sensitivity_view as sv
 from app_support import state
 from app_support.library import feature, needs
 from app_support.widgets import log_grid, simplex_sliders
-from app_support.workset import set_key, task_context, working_set
+from app_support.workset import require_task_context, require_working_set, set_key
 from merging_core import figures
 
 ERRORS = (ValueError, KeyError, TypeError)
@@ -21,16 +21,8 @@ st.caption(
 if feature("sensitivity") is None:
     needs("sensitivity")
     st.stop()
-adapter_set, problem = working_set()
-if problem:
-    st.error(f"The selected adapters cannot be analysed together: {problem}")
-if adapter_set is None:
-    st.info("Load adapters on the Adapters page first.")
-    st.stop()
-context, no_data = task_context(adapter_set)
-if context is None:
-    st.info(f"This analysis needs each task's unlabeled data, which is missing: {no_data}.")
-    st.stop()
+adapter_set = require_working_set("analysed together")
+context = require_task_context(adapter_set, "This analysis needs each task's unlabeled data")
 
 left, right = st.columns(2)
 variant = left.radio(

@@ -8,7 +8,7 @@ from app_support.evaluation import current_bundle
 from app_support.library import feature, needs
 from app_support.session_cache import progress_bar
 from app_support.settings import request_settings
-from app_support.workset import task_context, working_set
+from app_support.workset import require_task_context, require_working_set
 
 ERRORS = (ValueError, KeyError, TypeError)
 
@@ -22,16 +22,10 @@ st.caption(
 if feature("tradeoff") is None:
     needs("tradeoff")
     st.stop()
-adapter_set, problem = working_set()
-if problem:
-    st.error(f"The selected adapters cannot be merged: {problem}")
-if adapter_set is None or len(adapter_set) < 2:
-    st.info("Load at least two adapters on the Adapters page first.")
-    st.stop()
-context, no_data = task_context(adapter_set)
-if context is None:
-    st.info(f"Trade-off curves need each task's data, which is missing: {no_data}.")
-    st.stop()
+adapter_set = require_working_set(
+    "merged", empty="Load at least two adapters on the Adapters page first.", minimum=2
+)
+context = require_task_context(adapter_set, "Trade-off curves need each task's data")
 
 names = adapter_set.names
 a, b = st.columns(2)

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from merging_core.cli.merge_cmd import TextBar, parse_sets
+from merging_core.cli.merge_cmd import TextBar, add_set_option, parse_sets
 from merging_core.merge import merge
 from merging_core.methods import get_method
 
@@ -31,14 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--bundle", default="vision8", help="sample bundle name (default vision8)")
     parser.add_argument("--method", required=True, help="method id (see `merge-lab methods`)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="K=V",
-        dest="sets",
-        help="method parameter, repeatable (e.g. --set scaling=0.3)",
-    )
+    add_set_option(parser, example="scaling=0.3")
     parser.add_argument(
         "--tasks",
         default=None,

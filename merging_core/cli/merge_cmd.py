@@ -30,6 +30,18 @@ from merging_core.recipe import (
 )
 
 
+def add_set_option(parser: argparse.ArgumentParser, *, example: str) -> None:
+    """``--set K=V`` (repeatable), parsed later by :func:`parse_sets` against the method's spec."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="K=V",
+        dest="sets",
+        help=f"method parameter, repeatable (e.g. --set {example})",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "merge",
@@ -40,14 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dirs", nargs="*", metavar="DIR", help="PEFT adapter folders, task order")
     parser.add_argument("--method", help="method id (see `merge-lab methods`)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="K=V",
-        dest="sets",
-        help="method parameter, repeatable (e.g. --set weights=1,0.5,1)",
-    )
+    add_set_option(parser, example="weights=1,0.5,1")
     parser.add_argument(
         "--rank",
         type=int,
