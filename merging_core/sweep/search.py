@@ -181,11 +181,9 @@ def _check_search(spec: SweepSpec) -> Mapping[str, Any]:
 
 
 def _study(optuna: Any, spec: SweepSpec, search: Mapping[str, Any], folder: Path) -> Any:
-    seed = int(search.get("seed", 0))
-    if search.get("sampler", "tpe") == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
+    """Create or reopen the study; the sampler is seeded with the spec's seed plus the number of
+    trials already stored, so a resumed study continues deterministically instead of
+    repeating its first suggestions."""
     folder.mkdir(parents=True, exist_ok=True)
     name = (
         "search-"
@@ -193,13 +191,18 @@ def _study(optuna: Any, spec: SweepSpec, search: Mapping[str, Any], folder: Path
             json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()
         ).hexdigest()[:12]
     )
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=f"sqlite:///{(folder / 'search.sqlite').resolve()}",
-        sampler=sampler,
         direction="maximize",
         load_if_exists=True,
     )
+    seed = int(search.get("seed", 0)) + len(study.trials)
+    if search.get("sampler", "tpe") == "random":
+        study.sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
+    return study
 
 
 def _best_value(study: Any) -> float | None:
