@@ -24,6 +24,7 @@ PAGES = {
         st.Page("pages/merge.py", title="Merge", icon=":material/merge:"),
         st.Page("pages/tradeoff.py", title="Trade-off", icon=":material/show_chart:"),
         st.Page("pages/export.py", title="Export", icon=":material/download:"),
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
     ],
 }
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_support import state
+from app_support import history_view, state
 from app_support import tradeoff_view as tv
 from app_support.evaluation import current_bundle
 from app_support.library import feature, needs
@@ -19,6 +19,8 @@ st.caption(
     "Baselines (Task Arithmetic's λ sweep, TIES, KnOTS, Iso-C, TSV-M, Pico) are single points; "
     "the dotted staircase is the Pareto front. Click a point to open that merge on the Merge page."
 )
+with st.expander("Open a sweep folder", expanded=False):
+    history_view.sweep_folder_panel()
 if feature("tradeoff") is None:
     needs("tradeoff")
     st.stop()

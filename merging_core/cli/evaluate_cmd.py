@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from typing import Any
 
 from merging_core.cli.merge_cmd import TextBar, add_set_option, parse_sets
@@ -46,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for stochastic methods")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--history",
+        default=os.environ.get("MERGE_LAB_HISTORY"),
+        help="record the run in this history folder (default $MERGE_LAB_HISTORY)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -61,12 +68,18 @@ def run(args: argparse.Namespace) -> int:
         adapters = adapters.subset([bundle.task_names.index(t) for t in tasks])
     context = bundle.context() if info.needs_data else None
     bar = None if args.no_progress else TextBar(sys.stderr)
+    started = time.perf_counter()
     try:
         result = merge(adapters, info.name, seed=args.seed, progress=bar, context=context, **params)
     finally:
         if bar is not None:
             bar.close()
+    seconds = time.perf_counter() - started
     scores = bundle.evaluate(result, tasks=tasks, split=args.split)
+    if args.history:
+        from merging_core.sweep.history import record_bundle_run
+
+        record_bundle_run(args.history, result, bundle, {args.split: scores}, seconds)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

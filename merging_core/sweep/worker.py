@@ -101,7 +101,12 @@ class Worker:
     ) -> dict[str, Any]:
         """Merge, score and optionally export one point; exceptions become a failed record."""
         started = time.time()
-        base = {"key": point.key, "recipe": dict(point.recipe), "worker": _where(self.device)}
+        base = {
+            "key": point.key,
+            "recipe": dict(point.recipe),
+            "worker": _where(self.device),
+            "source": {"bundle": self.source.bundle, "adapters": list(self.source.adapters)},
+        }
         try:
             if point.parent is not None and point.parent not in states:
                 raise RuntimeError(f"warm-start parent {point.parent} has no finished state")
@@ -148,6 +153,27 @@ class Worker:
         if export is not None:
             out["export"] = self._export(result, point.key, export)
         return out
+
+    def rebuild(self, recipe: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> Any:
+        """The merge of a finished point, again: a data-free recipe is merged anew; a data-driven
+        one starts from its saved learned ``state`` and stops before the first step.
+
+        Raises:
+            ValueError: a data-driven recipe without its state.
+        """
+        from merging_core.merge import merge
+        from merging_core.methods import get_method
+
+        info = get_method(recipe["method"])
+        if not info.needs_data:
+            return merge(self.adapters, info.name, seed=recipe["seed"], **recipe["params"])
+        if state is None:
+            raise ValueError(f"a {info.name!r} run can only be rebuilt from its saved state")
+        return merge(
+            self.adapters, info.name, task_data=self.task_data(), warm_start=dict(state),
+            should_stop=lambda: True, device=self.device, seed=recipe["seed"],
+            **recipe["params"],
+        )  # fmt: skip
 
     def evaluate(self, result: Any, splits: Sequence[str]) -> dict[str, Any]:
         """Per split, the bundle's per-task scores of ``result`` (empty without a bundle)."""
