@@ -29,10 +29,10 @@ _WORKER: Worker | None = None  # the resident worker of a pool process
 def run_serial(
     worker: Worker, tasks: Sequence[GroupTask], on_start: OnStart, on_records: OnRecords
 ) -> None:
-    """Run every group in this process, in order."""
+    """Run every group in this process, in order, handing back each point as it finishes."""
     for task in tasks:
         on_start(task)
-        on_records(worker.run_group(task))
+        worker.run_group(task, on_record=lambda record: on_records([record]))
 
 
 def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:

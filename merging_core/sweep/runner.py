@@ -165,7 +165,7 @@ class _Tracker:
             else:
                 self.progress.done += 1
             self.progress.last = record
-        self.emit()
+            self.emit()
 
     def emit(self) -> None:
         p = self.progress

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +80,13 @@ class Worker:
             self._task_data = self.bundle.task_data(device=self.device)
         return self._task_data
 
-    def run_group(self, task: GroupTask) -> list[dict[str, Any]]:
+    def run_group(
+        self, task: GroupTask, on_record: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
         """Run the group's points in order; a failure is recorded and the group goes on.
+
+        Args:
+            on_record: called with each record as soon as its point is done (in-process use).
 
         Returns:
             One record per point; a successful data-driven point carries its learned state
@@ -94,6 +99,8 @@ class Worker:
             if record["status"] == "done" and record.get("_state") is not None:
                 states[point.key] = record["_state"]
             records.append(record)
+            if on_record is not None:
+                on_record(record)
         return records
 
     def run_point(
