@@ -50,6 +50,9 @@ def run_local(
 ) -> None:
     """Run the groups on ``workers`` resident processes (spawned: safe with torch's threads).
 
+    As with any spawned pool, the processes re-import the main script: call this from the CLI
+    or from a script guarded by ``if __name__ == "__main__":``.
+
     Raises:
         ValueError: ``workers < 1``.
     """

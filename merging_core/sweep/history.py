@@ -175,13 +175,10 @@ def record_bundle_run(
 ) -> str:
     """Record one merge of a bundle's adapters (e.g. ``merge-lab evaluate``) into ``folder``;
     a data-driven run's learned state is saved next to it. Returns the run's key."""
-    from merging_core.sweep.worker import bundle_fingerprint
-
     history = RunHistory(folder)
-    identity = {"bundle": bundle.name, "fingerprint": bundle_fingerprint(bundle)}
+    identity = {"bundle": bundle.name, "fingerprint": bundle.fingerprint()}
     record = single_run_record(result, inputs=identity, scores=scores, seconds=seconds)
     record["source"] = {"bundle": bundle.name, "adapters": []}
-    state = getattr(result, "state", None)
-    if state:
-        record["state"] = store.save_state(history.folder, record["key"], state)
+    if result.state:
+        record["state"] = store.save_state(history.folder, record["key"], result.state)
     return history.record(record)

@@ -9,8 +9,6 @@ the parent finished in an earlier run).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import time
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.adaptive.cache import AdaptiveCache
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,21 @@ class Worker:
         self.tasks = tuple(self.adapters.names)
         self.device = _device(source.device)
         self._task_data = None
+        self._identity: dict[str, Any] | None = None
+        self.cache = AdaptiveCache()  # direction banks and anchors, reused by every point
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the inputs in every point's recipe."""
-        if self.bundle is not None:
-            return {"bundle": self.bundle.name, "fingerprint": bundle_fingerprint(self.bundle)}
-        return {"adapters": [{"name": a.name, "sha256": a.sha256} for a in self.adapters]}
+        """What identifies the inputs in every point's recipe (the bundle's name and content
+        fingerprint, or each adapter's weights hash)."""
+        if self._identity is None:
+            if self.bundle is not None:
+                self._identity = {"bundle": self.bundle.name,
+                                  "fingerprint": self.bundle.fingerprint()}  # fmt: skip
+            else:
+                self._identity = {
+                    "adapters": [{"name": a.name, "sha256": a.sha256} for a in self.adapters]
+                }
+        return dict(self._identity)
 
     def task_data(self) -> Any:
         """The bundle's task data on this worker's device (built once)."""
@@ -154,7 +162,7 @@ class Worker:
         out: dict[str, Any] = {
             "scores": scores,
             "timings": {"merge_s": t1 - t0, "eval_s": t2 - t1},
-            "run": _jsonable(getattr(result, "run", None) or {}),
+            "run": _jsonable(result.run),
             "_state": _cpu_state(result) if info.needs_data else None,
         }
         if export is not None:
@@ -178,7 +186,7 @@ class Worker:
             raise ValueError(f"a {info.name!r} run can only be rebuilt from its saved state")
         return merge(
             self.adapters, info.name, task_data=self.task_data(), warm_start=dict(state),
-            should_stop=lambda: True, device=self.device, seed=recipe["seed"],
+            should_stop=lambda: True, device=self.device, seed=recipe["seed"], cache=self.cache,
             **recipe["params"],
         )  # fmt: skip
 
@@ -197,18 +205,9 @@ class Worker:
         return str(Path("exports") / key)
 
 
-def bundle_fingerprint(bundle: Any) -> str:
-    """The bundle's content fingerprint (SHA-256 of its canonical manifest, 16 hex digits)."""
-    text = json.dumps(bundle.manifest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _load_bundle(name_or_folder: str) -> Any:
-    from merging_core.bundles import load_bundle, load_bundle_from
+    from merging_core.bundles import load_bundle
 
-    path = Path(name_or_folder)
-    if os.sep in name_or_folder or name_or_folder.startswith("."):
-        return load_bundle_from(path)
     return load_bundle(name_or_folder)
 
 
@@ -237,7 +236,7 @@ def _device(device: str) -> str:
 
 
 def _cpu_state(result: Any) -> dict[str, torch.Tensor] | None:
-    state = getattr(result, "state", None)
+    state = result.state
     if not state:
         return None
     return {str(k): torch.as_tensor(v).detach().cpu() for k, v in state.items()}

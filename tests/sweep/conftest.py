@@ -75,3 +75,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def plain_main_module(monkeypatch):
+    """Spawned pool processes re-import ``__main__`` from its file; AppTest leaves a page script
+    there (``tests/app`` runs first), which must not run inside a sweep worker."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
