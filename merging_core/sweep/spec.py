@@ -12,6 +12,7 @@ A spec is a YAML or JSON mapping::
       seed: [0, 1]
     warm_start: true             # along a ρ line each point starts from its finished neighbour
     warm_steps: 20               # ... with this many steps (default: the point's own steps)
+    warm_segments: 1             # split the line into this many chains (one worker each)
     splits: [test]               # splits scored per point (validation for searches)
     device: auto                 # auto (CUDA when present), cpu or cuda
     export: false                # true (exact) or a rank: also write each point as a PEFT adapter
@@ -46,6 +47,7 @@ _KEYS = {
     "seed",
     "warm_start",
     "warm_steps",
+    "warm_segments",
     "splits",
     "device",
     "export",
@@ -67,6 +69,7 @@ class SweepSpec:
     seed: int = 0
     warm_start: bool = False
     warm_steps: int | None = None
+    warm_segments: int = 1
     splits: tuple[str, ...] = ("test",)
     device: str = "auto"
     export: bool | int = False
@@ -124,6 +127,7 @@ def parse_spec(data: Mapping[str, Any], *, base: Path | None = None) -> SweepSpe
         seed=int(data.get("seed", 0)),
         warm_start=bool(data.get("warm_start", False)),
         warm_steps=None if data.get("warm_steps") is None else int(data["warm_steps"]),
+        warm_segments=_positive("warm_segments", data.get("warm_segments", 1)),
         splits=splits,
         device=str(data.get("device", "auto")),
         export=_export(data.get("export", False)),
@@ -190,7 +194,19 @@ def plan_points(
     if not spec.warm_start:
         return [[base.point(combo, None)] for combo in _product(axes)]
     others = {n: v for n, v in axes.items() if n != line[0]}
-    return [base.chain(line[0], axes[line[0]], combo) for combo in _product(others)]
+    return [
+        base.chain(line[0], segment, combo)
+        for combo in _product(others)
+        for segment in split_line(axes[line[0]], spec.warm_segments)
+    ]
+
+
+def split_line(values: list[Any], segments: int) -> list[list[Any]]:
+    """``values`` cut into ``segments`` contiguous, near-equal runs (fewer if there are fewer
+    values); each becomes its own warm-start chain, so a long line spreads over workers."""
+    count = min(segments, len(values))
+    bounds = [round(k * len(values) / count) for k in range(count + 1)]
+    return [values[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def point_for(
@@ -266,6 +282,12 @@ def _resolve_bundle(value: Any, base: Path | None) -> str | None:
         return None
     text = str(value)
     return _resolve(text, base) if ("/" in text or text.startswith(".")) else text
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"sweep spec {name} must be a whole number >= 1, got {value!r}")
+    return value
 
 
 def _export(value: Any) -> bool | int:

@@ -70,3 +70,19 @@ def test_parse_refuses_unknown_keys_and_two_sources():
         parse_spec({"bundle": "vision8", "adapters": ["x"], "method": "ties"})
     with pytest.raises(ValueError, match="not valid YAML"):
         read_spec_text("a: [1, 2", source="s.yaml")
+
+
+def test_warm_segments_split_a_long_line_into_independent_chains():
+    groups = plan(
+        method="tara_b",
+        warm_start=True,
+        warm_segments=3,
+        grid={"rho": {"line": ["mnist", "svhn"], "points": 10}},
+    )
+    assert [len(g) for g in groups] == [3, 4, 3]
+    firsts = [g[0] for g in groups]
+    assert all(p.parent is None for p in firsts)
+    covered = sorted(p.recipe["params"]["rho"][0] for g in groups for p in g)
+    assert covered == sorted(round(k / 9, 12) for k in range(10))
+    with pytest.raises(ValueError, match="warm_segments must be"):
+        parse_spec({"bundle": "vision8", "method": "tara_b", "warm_segments": 0})
