@@ -30,7 +30,8 @@ def test_router_opens_on_adapters_page():
 
 
 TITLES = {"adapters.py": "Adapters", "geometry.py": "Geometry", "sensitivity.py": "Sensitivity",
-          "merge.py": "Merge", "tradeoff.py": "Trade-off", "export.py": "Export"}  # fmt: skip
+          "merge.py": "Merge", "tradeoff.py": "Trade-off", "export.py": "Export",
+          "history.py": "History"}  # fmt: skip
 
 
 def test_router_reaches_every_page_with_shared_state(adapters):

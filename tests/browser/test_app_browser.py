@@ -12,7 +12,7 @@ from merging_core.methods import get_method
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PAGES = ("Adapters", "Geometry", "Sensitivity", "Merge", "Trade-off", "Export")
+PAGES = ("Adapters", "Geometry", "Sensitivity", "Merge", "Trade-off", "Export", "History")
 LATENCY_TARGET_S = 0.5
 
 
