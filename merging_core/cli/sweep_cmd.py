@@ -3,7 +3,7 @@
     merge-lab sweep SPEC --out DIR [--executor local|ray|serial] [--workers N] [--address ADDR]
                                [--cpus-per-worker C]
     merge-lab sweep collect DIR [--tasks a,b] [--split test|validation] [--json]
-    merge-lab search SPEC --trials N --out DIR [--json]
+    merge-lab search SPEC --trials N --out DIR [--executor serial|local|ray] [--workers N]
 
 SPEC is YAML or JSON (see :mod:`merging_core.sweep.spec`). Every point is written to
 ``DIR/points/<recipe hash>.json`` as soon as it is done; re-running the same command runs only
@@ -72,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("spec", help="the spec (YAML/JSON) with a search section")
     search.add_argument("--trials", type=int, required=True, help="trials the study should hold")
     search.add_argument("--out", required=True, help="the search folder")
+    search.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="serial",
+        help="where trials run: serial (default), local or ray (one trial per worker at a time)",
+    )
+    search.add_argument("--workers", type=int, default=1, help="trials run at once (1)")
+    search.add_argument("--address", default=None, help="Ray cluster to join (with ray)")
     search.add_argument("--json", action="store_true", help="print the summary as JSON")
     search.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     search.set_defaults(func=run_search_cmd)
@@ -169,7 +177,15 @@ def run_search_cmd(args: argparse.Namespace) -> int:
             shown = "-" if best is None else f"{100 * best:.2f}%"
             print(f"\rtrial {done}/{target}, best validation {shown}", end="", file=sys.stderr)
 
-    summary = run_search(spec, args.out, trials=args.trials, on_trial=on_trial)
+    summary = run_search(
+        spec,
+        args.out,
+        trials=args.trials,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        on_trial=on_trial,
+    )
     if not args.no_progress:
         print(file=sys.stderr)
     if args.json:

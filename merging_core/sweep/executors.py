@@ -1,14 +1,16 @@
 """Executors: run groups of points on resident workers and hand each group's records back.
 
-Every executor has the same shape, ``execute(tasks, on_start, on_records)``: ``on_start(task)``
+Every pool has the same shape, ``pool.run(tasks, on_start, on_records)``: ``on_start(task)``
 when a group is handed to a worker, ``on_records(records)`` when it comes back (in the driver
 process, which alone writes the sweep folder). A ``KeyboardInterrupt`` stops handing out work;
 what finished before it is already written.
 
-* :func:`run_serial`: one :class:`Worker` in this process.
-* :func:`run_local`: a process pool; each process builds its :class:`Worker` once in the pool's
+* :class:`SerialPool`: one :class:`Worker` in this process.
+* :class:`LocalPool`: a process pool; each process builds its :class:`Worker` once in the pool's
   initializer (bundle, adapters and task data stay loaded for every later point).
-* the Ray executor lives in :mod:`merging_core.sweep.ray_executor` (optional dependency).
+* :class:`~merging_core.sweep.ray_executor.RayPool`: Ray actors (optional dependency).
+
+A pool stays up between :meth:`run` calls (a search hands it one batch of trials at a time).
 """
 
 from __future__ import annotations
@@ -26,13 +28,26 @@ OnRecords = Callable[[list[dict[str, Any]]], None]
 _WORKER: Worker | None = None  # the resident worker of a pool process
 
 
-def run_serial(
-    worker: Worker, tasks: Sequence[GroupTask], on_start: OnStart, on_records: OnRecords
-) -> None:
-    """Run every group in this process, in order, handing back each point as it finishes."""
-    for task in tasks:
-        on_start(task)
-        worker.run_group(task, on_record=lambda record: on_records([record]))
+class SerialPool:
+    """One :class:`Worker` in this process; groups run in order, each point handed back as it
+    finishes."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker, self.workers = worker, 1
+
+    def run(self, tasks: Sequence[GroupTask], on_start: OnStart, on_records: OnRecords) -> None:
+        for task in tasks:
+            on_start(task)
+            self.worker.run_group(task, on_record=lambda record: on_records([record]))
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> SerialPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
@@ -40,42 +55,55 @@ def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
     return max(1, (cpu_count or os.cpu_count() or 1) // max(1, workers))
 
 
-def run_local(
-    source: Source,
-    tasks: Sequence[GroupTask],
-    on_start: OnStart,
-    on_records: OnRecords,
-    *,
-    workers: int,
-) -> None:
-    """Run the groups on ``workers`` resident processes (spawned: safe with torch's threads).
+class LocalPool:
+    """``workers`` resident processes (spawned: safe with torch's threads), each building its
+    :class:`Worker` once in the pool's initializer; :meth:`run` may be called many times.
 
-    As with any spawned pool, the processes re-import the main script: call this from the CLI
-    or from a script guarded by ``if __name__ == "__main__":``.
+    As with any spawned pool, the processes re-import the main script: use it from the CLI or
+    from a script guarded by ``if __name__ == "__main__":``.
 
     Raises:
         ValueError: ``workers < 1``.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(source,)
-    )
-    queue = list(tasks)[::-1]
-    pending: dict[Future, GroupTask] = {}
-    try:
-        while queue or pending:
-            while queue and len(pending) < workers:
-                task = queue.pop()
-                pending[pool.submit(_run_group, task)] = task
-                on_start(task)
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                pending.pop(future)
-                on_records(future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def __init__(self, source: Source, *, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(source,),
+        )
+
+    def run(self, tasks: Sequence[GroupTask], on_start: OnStart, on_records: OnRecords) -> None:
+        """Hand out the groups, at most one per worker at a time; records come back per group."""
+        queue = list(tasks)[::-1]
+        pending: dict[Future, GroupTask] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    task = queue.pop()
+                    pending[self.pool.submit(_run_group, task)] = task
+                    on_start(task)
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    pending.pop(future)
+                    on_records(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _init_worker(source: Source) -> None:

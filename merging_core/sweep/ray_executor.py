@@ -64,32 +64,70 @@ def actor_plan(
     return (workers if workers >= 1 else max(1, cpus // per)), per, 0
 
 
-def run_ray(
-    source: Source,
-    tasks: list[GroupTask],
-    on_start: OnStart,
-    on_records: OnRecords,
-    *,
-    workers: int,
-    address: str | None = None,
-    cpus_per_worker: int | None = None,
-) -> None:
-    """Run the groups on Ray actors (see the module docstring)."""
-    ray = import_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        _init(ray, address, workers, cpus_per_worker)
-    try:
-        actors, cpus, gpus = actor_plan(
-            ray.cluster_resources(), source.device, workers, cpus_per_worker
-        )
-        device = "cuda" if gpus else "cpu"
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ActorWorker)
-        pool = [remote.remote(replace(source, threads=cpus, device=device)) for _ in range(actors)]
-        _dispatch(ray, pool, tasks, on_start, on_records)
-    finally:
-        if started_here:
-            ray.shutdown()
+class RayPool:
+    """Resident Ray actors (see the module docstring); :meth:`run` may be called many times.
+
+    Raises:
+        ImportError: Ray is not installed. ValueError: the cluster lacks what ``source`` needs.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        workers: int,
+        address: str | None = None,
+        cpus_per_worker: int | None = None,
+    ) -> None:
+        self.ray = ray = import_ray()
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            _init(ray, address, workers, cpus_per_worker)
+        try:
+            actors, cpus, gpus = actor_plan(
+                ray.cluster_resources(), source.device, workers, cpus_per_worker
+            )
+            remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ActorWorker)
+            actor_source = replace(source, threads=cpus, device="cuda" if gpus else "cpu")
+            self.actors = [remote.remote(actor_source) for _ in range(actors)]
+        except BaseException:
+            self._shutdown()
+            raise
+        self.workers = len(self.actors)
+
+    def run(self, tasks: list[GroupTask], on_start: OnStart, on_records: OnRecords) -> None:
+        """Hand each idle actor the next group; collect groups as they finish."""
+        ray, queue, idle = self.ray, list(tasks)[::-1], list(self.actors)
+        pending: dict[Any, Any] = {}
+        try:
+            while queue or pending:
+                while queue and idle:
+                    task, actor = queue.pop(), idle.pop()
+                    pending[actor.run_group.remote(task)] = actor
+                    on_start(task)
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    idle.append(pending.pop(ref))
+                    on_records(ray.get(ref))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _init(ray: Any, address: str | None, workers: int, cpus_per_worker: int | None) -> None:
@@ -102,23 +140,3 @@ def _init(ray: Any, address: str | None, workers: int, cpus_per_worker: int | No
         ray.init(address=address, **options)
     else:
         ray.init(num_cpus=max(1, workers) * (cpus_per_worker or 1), **options)
-
-
-def _dispatch(ray: Any, actors: list[Any], tasks, on_start, on_records) -> None:
-    """Hand each idle actor the next group; collect groups as they finish."""
-    queue = list(tasks)[::-1]
-    idle = list(actors)
-    pending: dict[Any, Any] = {}
-    try:
-        while queue or pending:
-            while queue and idle:
-                task, actor = queue.pop(), idle.pop()
-                pending[actor.run_group.remote(task)] = actor
-                on_start(task)
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                idle.append(pending.pop(ref))
-                on_records(ray.get(ref))
-    finally:
-        for actor in actors:
-            ray.kill(actor)

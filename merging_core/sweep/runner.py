@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from merging_core.sweep import store
-from merging_core.sweep.executors import run_local, run_serial, threads_per_worker
+from merging_core.sweep.executors import LocalPool, SerialPool, threads_per_worker
 from merging_core.sweep.spec import PlannedPoint, SweepSpec, plan_points
 from merging_core.sweep.worker import GroupTask, Source, Worker
 
@@ -91,24 +91,10 @@ def run_sweep(
     progress = SweepProgress(total=sum(len(g) for g in plan), skipped=skipped)
     tracker = _Tracker(progress, folder, on_progress, started, workers)
     tracker.emit()
-    if executor == "serial":
-        run_serial(driver, tasks, tracker.on_start, tracker.on_records)
-    elif executor == "local":
-        threads = cpus_per_worker or threads_per_worker(workers)
-        source = Source.from_spec(spec, threads=threads)
-        run_local(source, tasks, tracker.on_start, tracker.on_records, workers=workers)
-    else:
-        from merging_core.sweep.ray_executor import run_ray
-
-        run_ray(
-            Source.from_spec(spec),
-            tasks,
-            tracker.on_start,
-            tracker.on_records,
-            workers=workers,
-            address=address,
-            cpus_per_worker=cpus_per_worker,
-        )
+    if tasks:
+        with open_pool(executor, spec, driver, workers, address, cpus_per_worker) as pool:
+            tracker.workers = pool.workers
+            pool.run(tasks, tracker.on_start, tracker.on_records)
     return SweepSummary(
         folder,
         progress.total,
@@ -119,6 +105,37 @@ def run_sweep(
         executor,
         workers,
     )
+
+
+def open_pool(
+    executor: str,
+    spec: SweepSpec,
+    driver: Worker,
+    workers: int,
+    address: str | None = None,
+    cpus_per_worker: int | None = None,
+) -> Any:
+    """A started pool of resident workers: ``serial`` reuses ``driver``; ``local`` spawns
+    ``workers`` processes; ``ray`` starts (or joins) Ray and its actors. Use as a context manager.
+
+    Raises:
+        ValueError: unknown executor.
+    """
+    if executor == "serial":
+        return SerialPool(driver)
+    if executor == "local":
+        threads = cpus_per_worker or threads_per_worker(workers)
+        return LocalPool(Source.from_spec(spec, threads=threads), workers=workers)
+    if executor == "ray":
+        from merging_core.sweep.ray_executor import RayPool
+
+        return RayPool(
+            Source.from_spec(spec),
+            workers=workers,
+            address=address,
+            cpus_per_worker=cpus_per_worker,
+        )
+    raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
 
 
 def pending_tasks(

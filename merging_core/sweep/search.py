@@ -63,41 +63,55 @@ def run_search(
     folder: str | Path,
     *,
     trials: int,
+    executor: str = "serial",
+    workers: int = 1,
+    address: str | None = None,
     on_trial: Callable[[int, int, float | None], None] | None = None,
 ) -> SearchSummary:
-    """Run the study of ``spec.search`` in ``folder`` until it holds ``trials`` finished trials.
+    """Run the study of ``spec.search`` in ``folder`` until it holds ``trials`` trials.
+
+    Trials are asked in batches of one per worker (``executor``: ``serial``, ``local`` or
+    ``ray``, as for sweeps) and told back in order, so a run is deterministic for a given seed
+    and worker count (one worker reproduces Optuna's sequential ``optimize``).
 
     Args:
-        on_trial: ``callback(finished trials, target, best value so far)`` after each trial.
+        on_trial: ``callback(finished trials, target, best value so far)`` after each batch.
 
     Raises:
-        ValueError: no search section, an unknown parameter or sampler, or a failed trial.
-        ImportError: Optuna is not installed.
+        ValueError: no search section, an unknown parameter or sampler, or no trial finished.
+        ImportError: Optuna (or, for ``ray``, Ray) is not installed.
     """
     import optuna
+
+    from merging_core.sweep.runner import open_pool
 
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     search = _check_search(spec)
     spec = replace(spec, splits=("validation", "test"))
     folder = Path(folder)
-    worker = Worker(Source.from_spec(spec))
+    driver = Worker(Source.from_spec(spec))
     store.save_spec(folder, spec.to_dict())
     study = _study(optuna, spec, search, folder)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    objective = _Objective(spec, search, worker, folder)
-    for _ in range(max(0, trials - len(done))):
-        study.optimize(objective, n_trials=1, catch=(ValueError,))  # failed: recorded
-        if on_trial is not None:
-            finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-            on_trial(finished, trials, _best_value(study))
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+    todo = max(0, trials - len(study.trials))
+    batch = _Batch(spec, search, driver, folder)
+    if todo:
+        with open_pool(executor, spec, driver, workers, address) as pool:
+            left = todo
+            while left:
+                asked = [study.ask() for _ in range(min(pool.workers, left))]
+                for trial, value in zip(asked, batch.run(asked, pool), strict=True):
+                    _tell(optuna, study, trial, value)
+                left -= len(asked)
+                if on_trial is not None:
+                    on_trial(len(study.trials), trials, _best_value(study))
+    if _best_value(study) is None:
         raise ValueError(f"no trial of the search in {folder} finished; see failed/ for errors")
     best = study.best_trial
     record = store.read_json(store.point_path(folder, best.user_attrs["key"]))
     return SearchSummary(
         trials=len(study.trials),
-        ran=max(0, trials - len(done)),
+        ran=todo,
         best_params=best.params,
         best_value=float(best.value),
         best_key=best.user_attrs["key"],
@@ -106,30 +120,41 @@ def run_search(
     )
 
 
-class _Objective:
-    """One trial: suggest values, run (or read back) the point, return the validation score."""
+class _Batch:
+    """Trials -> points: suggest values, run the points not on disk yet on the pool, read all
+    records back, and score them on the validation split (None for a failed point)."""
 
-    def __init__(self, spec: SweepSpec, search: Mapping[str, Any], worker: Worker, folder: Path):
+    def __init__(self, spec: SweepSpec, search: Mapping[str, Any], driver: Worker, folder: Path):
         from merging_core.methods import get_method
 
-        self.spec, self.search, self.worker, self.folder = spec, search, worker, folder
+        self.spec, self.search, self.driver, self.folder = spec, search, driver, folder
         self.params = {p.name: p for p in get_method(spec.method).params}
 
-    def __call__(self, trial: Any) -> float:
+    def run(self, trials: list[Any], pool: Any) -> list[float | None]:
+        points = [self._point(t) for t in trials]
+        fresh = {p.key: p for p in points if not store.point_path(self.folder, p.key).is_file()}
+        tasks = [GroupTask((p,), {}) for p in fresh.values()]
+        pool.run(tasks, lambda task: None, self._save)
+        return [self._value(p.key) for p in points]
+
+    def _point(self, trial: Any) -> Any:
         values = {n: self._suggest(trial, n, r) for n, r in self.search["params"].items()}
         point = point_for(
-            self.spec, values, tasks=self.worker.tasks, identity=self.worker.identity()
+            self.spec, values, tasks=self.driver.tasks, identity=self.driver.identity()
         )
         trial.set_user_attr("key", point.key)
-        path = store.point_path(self.folder, point.key)
-        if path.is_file():
-            record = store.read_json(path)
-        else:
-            record = self.worker.run_group(GroupTask((point,), {}))[0]
+        return point
+
+    def _save(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
             record.pop("_state", None)
             store.save_point(self.folder, record)
-        if record["status"] == "failed":
-            raise ValueError(f"trial {trial.number} failed: {record['error']}")
+
+    def _value(self, key: str) -> float | None:
+        path = store.point_path(self.folder, key)
+        if not path.is_file():
+            return None  # failed: its error is in failed/<key>.json
+        record = store.read_json(path)
         return _score(record["scores"]["validation"], self.search.get("objective", "average"))
 
     def _suggest(self, trial: Any, name: str, rng: Mapping[str, Any]) -> Any:
@@ -143,6 +168,13 @@ class _Objective:
         return trial.suggest_float(
             name, float(rng["low"]), float(rng["high"]), log=bool(rng.get("log"))
         )
+
+
+def _tell(optuna: Any, study: Any, trial: Any, value: float | None) -> None:
+    if value is None:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    else:
+        study.tell(trial, value)
 
 
 def _score(scores: Mapping[str, Any], objective: str) -> float:

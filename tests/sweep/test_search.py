@@ -49,3 +49,13 @@ def test_search_section_is_checked():
     bad = parse_spec(ta_spec_dict(search={"params": {"density": {"low": 0, "high": 1}}}))
     with pytest.raises(ValueError, match="not a parameter of 'task_arithmetic'"):
         run_search(bad, "unused", trials=1)
+
+
+@pytest.mark.slow
+def test_search_on_two_local_workers_runs_the_same_startup_trials(tmp_path):
+    # TPE's first trials are seeded random draws, so batches of two ask for the same values
+    spec = parse_spec(ta_spec_dict(search=SEARCH))
+    run_search(spec, tmp_path / "serial", trials=4)
+    local = run_search(spec, tmp_path / "local", trials=4, executor="local", workers=2)
+    assert local.ran == 4
+    assert trials_of(tmp_path / "local") == trials_of(tmp_path / "serial")
