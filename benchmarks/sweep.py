@@ -2,7 +2,9 @@
 processes and on 2 Ray actors (a local Ray instance), each into a fresh folder; wall time
 includes starting the workers (and Ray). The scores of the three runs must be identical.
 
-Run:  python benchmarks/sweep.py [--points 12] [--method task_arithmetic] [--no-ray]
+With ``--tara`` the sweep is a cold TARA-B ρ line over two tasks (``--steps`` steps per point).
+
+Run:  python benchmarks/sweep.py [--points 12] [--tara] [--steps 20] [--no-ray]
 """
 
 from __future__ import annotations
@@ -25,12 +27,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=12)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--tara", action="store_true", help="a TARA-B ρ line instead of TA λ")
+    parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     runtime.configure()
-    spec = parse_spec({
-        "bundle": "vision8", "method": "task_arithmetic",
-        "grid": {"scaling": {"start": 0.05, "stop": 1.0, "num": args.points}},
-    })  # fmt: skip
+    if args.tara:
+        what = f"{args.points}-point TARA-B ρ line (mnist, svhn), {args.steps} steps per point"
+        spec = parse_spec({
+            "bundle": "vision8", "tasks": ["mnist", "svhn"], "method": "tara_b",
+            "params": {"steps": args.steps}, "device": "cpu",
+            "grid": {"rho": {"line": ["mnist", "svhn"], "points": args.points}},
+        })  # fmt: skip
+    else:
+        what = f"{args.points}-point Task Arithmetic λ sweep (8 tasks scored per point)"
+        spec = parse_spec({
+            "bundle": "vision8", "method": "task_arithmetic",
+            "grid": {"scaling": {"start": 0.05, "stop": 1.0, "num": args.points}},
+        })  # fmt: skip
     runs = [("serial", 1), ("local", 2)] + ([] if args.no_ray else [("ray", 2)])
     rows, reference = [], None
     for executor, workers in runs:
@@ -41,7 +54,7 @@ def main() -> None:
             got = scores(folder)
         reference = reference or got
         rows.append((f"{executor}-{workers}", seconds, got == reference))
-    print(f"vision8, {args.points}-point Task Arithmetic λ sweep (8 tasks scored per point)")
+    print(f"vision8, {what}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"{'executor':<10} {'wall s':>8} {'vs serial':>10} {'same scores':>12}")
     for name, seconds, same in rows:

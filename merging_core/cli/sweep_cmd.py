@@ -9,6 +9,22 @@ SPEC is YAML or JSON (see :mod:`merging_core.sweep.spec`). Every point is writte
 ``DIR/points/<recipe hash>.json`` as soon as it is done; re-running the same command runs only
 the points that have no file yet (resume after Ctrl-C, a crash or a lost node). ``collect``
 writes ``DIR/collect/{table.csv, front.json, report.html}`` from the files alone.
+
+A 100-point ρ line on a GPU cluster (one resident actor per GPU, the line cut into 8 warm-start
+chains)::
+
+    # rho100.yaml
+    bundle: path/to/my_bundle          # a bundle folder (merge-lab bundle init)
+    method: tara_b
+    params: {steps: 250}
+    grid: {rho: {line: [task_a, task_b], points: 100}}
+    warm_start: true
+    warm_steps: 50
+    warm_segments: 8
+    device: cuda
+
+    merge-lab sweep rho100.yaml --out runs/rho100 --executor ray --address auto --workers 0
+    merge-lab sweep collect runs/rho100 --tasks task_a,task_b
 """
 
 from __future__ import annotations
