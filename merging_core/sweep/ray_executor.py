@@ -5,7 +5,9 @@ A group of points (a warm-start chain along a preference line) goes to one actor
 in order, so neighbours warm-start each other without moving states between machines. Records
 come back to the driver, which alone writes the sweep folder. ``address`` joins an existing
 cluster (``"auto"`` or ``"host:port"``); without it a local Ray instance is started for the sweep
-and shut down after it. Ray is optional: ``pip install 'merging-core[ray]'``.
+and shut down after it. Exports (``export:`` in the spec) are written by the actors, so on a
+multi-node cluster the sweep folder must be on a shared filesystem; point files and states are
+always written by the driver. Ray is optional: ``pip install 'merging-core[ray]'``.
 """
 
 from __future__ import annotations
@@ -138,5 +140,7 @@ def _init(ray: Any, address: str | None, workers: int, cpus_per_worker: int | No
     }
     if address:
         ray.init(address=address, **options)
+    elif workers >= 1:
+        ray.init(num_cpus=workers * (cpus_per_worker or 1), **options)
     else:
-        ray.init(num_cpus=max(1, workers) * (cpus_per_worker or 1), **options)
+        ray.init(**options)  # a local instance over every core and GPU of this machine

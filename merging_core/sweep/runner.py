@@ -71,7 +71,7 @@ def run_sweep(
     Args:
         spec: the parsed spec. folder: the sweep folder (created).
         executor: ``serial`` (this process), ``local`` (process pool) or ``ray``.
-        workers: pool processes / Ray actors (Ray: None-like 0 = one per GPU or per CPU).
+        workers: pool processes / Ray actors (Ray: 0 = one per GPU, else per ``cpus_per_worker``).
         address: Ray cluster address (``auto`` or ``host:port``); None starts a local Ray.
         cpus_per_worker: CPU cores (torch threads) per worker; default cores / workers.
         on_progress: called after every change with a :class:`SweepProgress`.
