@@ -110,3 +110,23 @@ def test_exports_each_point_as_a_peft_adapter(tmp_path):
     [record] = list(store.iter_points(tmp_path))
     folder = tmp_path / record["export"]
     assert (folder / "adapter_model.safetensors").is_file() and (folder / "recipe.json").is_file()
+
+
+def test_adapter_folders_without_a_bundle_merge_and_export(tmp_path):
+    from merging_core.sweep import parse_spec
+
+    root = ROOT / "sample_adapters" / "vision8" / "adapters"
+    spec = parse_spec(
+        {
+            "adapters": [str(root / "mnist"), str(root / "svhn")],
+            "method": "ties",
+            "grid": {"density": [0.2, 0.5]},
+            "export": True,
+        }
+    )
+    summary = run_sweep(spec, tmp_path, executor="serial")
+    assert (summary.done, summary.failed) == (2, 0)
+    records = list(store.iter_points(tmp_path))
+    assert all(r["scores"] == {} for r in records)  # no bundle: nothing to score
+    assert [a["name"] for a in records[0]["recipe"]["inputs"]["adapters"]] == ["mnist", "svhn"]
+    assert all((tmp_path / r["export"] / "adapter_config.json").is_file() for r in records)
