@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()}\n")  # fmt: skip
     if not args.skip_proxy:
         proxy_check(bundle, adapters, context)
+    if not args.skip_floor:
+        floor(adapters, context, steps=args.steps)
     if not args.skip_timings:
         timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps)
     if not args.skip_table:
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-timings", action="store_true")
     p.add_argument("--skip-table", action="store_true")
     p.add_argument("--skip-proxy", action="store_true")
+    p.add_argument("--skip-floor", action="store_true")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument(
         "--rows",
@@ -135,6 +138,54 @@ def proxy_check(bundle, adapters, context) -> None:
         acc = bundle.evaluate(merge(adapters, "task_arithmetic", scaling=lam), split="validation")
         print(f"| {lam:.1f} | {statistics.mean(H):.3f} | {100 * acc['average_normalized']:.1f} |")
     print()
+
+
+# ---------------------------------------------------------------------------------------------
+# The compute floor of a TARA step.
+
+
+def floor(adapters, context, *, steps: int) -> None:
+    """FLOPs of one TARA step (forward + backward, counted by torch), this device's measured
+    matmul throughput, and the floor time of a run; then the measured time per step in float32
+    and bfloat16 autocast, side by side."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    kw = dict(task_data=context, cache=AdaptiveCache())
+    planned = merge(adapters, "tara_b", should_stop=lambda: True, **kw)  # anchors + banks cached
+    n_steps = steps or planned.diagnostics["steps_planned"]
+    with FlopCounterMode(display=False) as counter:
+        merge(adapters, "tara_b", steps=1, **kw)
+    step_flops = counter.get_total_flops()  # one forward + backward over N tasks × batch
+    rate = _matmul_rate(context.device)
+    print("## Compute floor of TARA-B\n")
+    print(f"one step ≈ {step_flops / 1e9:.2f} GFLOP; matmul throughput "
+          f"{rate / 1e9:.1f} GFLOP/s on {context.device} ({torch.get_num_threads()} threads); "
+          f"floor for {n_steps} steps ≈ {n_steps * step_flops / rate:.1f} s\n")  # fmt: skip
+    print("| precision | s/step (wall) | CPU s/step | floor s/step | ratio to floor |")
+    print("|---|---:|---:|---:|---:|")
+    for precision in ("float32", "bfloat16"):
+        merge(adapters, "tara_b", steps=1, precision=precision, **kw)  # warm
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        merge(adapters, "tara_b", steps=20, precision=precision, **kw)
+        wall = (time.perf_counter() - wall0) / 20
+        cpu = (time.process_time() - cpu0) / 20
+        print(f"| {precision} | {wall:.3f} | {cpu:.3f} | {step_flops / rate:.3f} | "
+              f"{wall / (step_flops / rate):.1f}× |")  # fmt: skip
+    print()
+
+
+def _matmul_rate(device) -> float:
+    """FLOP/s of a 512 × 512 float32 matmul loop on ``device`` (the best of three)."""
+    a = torch.randn(512, 512, device=device)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(20):
+            a @ a
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start))
+    return best
 
 
 # ---------------------------------------------------------------------------------------------
