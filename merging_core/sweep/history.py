@@ -32,6 +32,8 @@ class RunHistory:
     """The runs of one history (or sweep) folder; see the module docstring."""
 
     def __init__(self, folder: str | Path) -> None:
+        if not str(folder).strip():
+            raise ValueError("a run history needs a folder, got an empty path")
         self.folder = Path(folder)
 
     def record(self, record: Mapping[str, Any]) -> str:
