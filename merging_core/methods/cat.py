@@ -36,9 +36,8 @@ from merging_core.merge import (
     each_module,
     result_from_modules,
 )
+from merging_core.methods._shared import adapter_weights, check_choice
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import check_choice
 
 WEIGHT_ON = ("A", "B")
 

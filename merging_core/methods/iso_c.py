@@ -41,8 +41,8 @@ from merging_core.merge import (
     each_module,
     result_from_modules,
 )
+from merging_core.methods._shared import drop_below, noise_floor, polar_factor, sum_svd
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.tsv_m import drop_below, noise_floor, polar_factor, sum_svd
 
 ISO_MODES = ("low_rank", "official")
 PAPER_URL = "https://arxiv.org/abs/2502.04959"

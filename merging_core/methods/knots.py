@@ -42,16 +42,19 @@ from merging_core.merge import (
     report_progress,
     result_from_modules,
 )
-from merging_core.methods.dare import DROP_RATE, dropped_tensors, mask_seeds, weighted_sum_parts
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import (
+from merging_core.methods._shared import (
+    DROP_RATE,
     SCALING,
     WEIGHTS,
+    adapter_weights,
     check_choice,
+    dropped_tensors,
+    mask_seeds,
     scaled_progress,
     ties_merge_parts,
+    weighted_sum_parts,
 )
+from merging_core.methods.registry import Param, register_method
 
 VARIANTS = ("ta", "ties", "dare")
 

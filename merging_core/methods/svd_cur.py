@@ -42,8 +42,8 @@ from merging_core.merge import (
     each_module,
     result_from_modules,
 )
+from merging_core.methods._shared import drop_below, noise_floor, sum_svd
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.tsv_m import drop_below, noise_floor, sum_svd
 
 SELECTIONS = ("deterministic", "sampled")
 
