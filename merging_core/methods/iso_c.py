@@ -190,6 +190,7 @@ def _to_module(
     pretty_name="Iso-C (isotropic merge)",
     reference_url=PAPER_URL,
     space="factors",
+    tags=("tradeoff-baseline",),
     params=(MODE, SCALING),
 )
 def iso_c(

@@ -123,6 +123,7 @@ def merge_blocks(
     pretty_name="KnOTS",
     reference_url="https://arxiv.org/abs/2410.19735",
     space="factors",
+    tags=("tradeoff-baseline",),
     params=(
         Param(
             "variant",

@@ -56,6 +56,7 @@ from merging_core.methods.registry import Param, register_method
     pretty_name="TIES-Merging",
     reference_url="https://arxiv.org/abs/2306.01708",
     space="delta",
+    tags=("tradeoff-baseline",),
     params=(
         Param(
             "density",

@@ -117,6 +117,7 @@ def _merge_module(
     pretty_name="TSV-M (Task Singular Vectors)",
     reference_url="https://arxiv.org/abs/2412.00081",
     space="factors",
+    tags=("tradeoff-baseline",),
     params=(
         Param(
             "mode",
