@@ -80,15 +80,17 @@ def kmeans(
     if clusters >= n:
         return torch.arange(n)
     centroids = x[torch.randperm(n, generator=generator)[:clusters]].clone()  # (K, D)
+    sq_norms = (x * x).sum(1, keepdim=True)  # (N, 1)
     labels = torch.zeros(n, dtype=torch.long)
     for _ in range(iterations):
         # ‖x − c‖² = ‖x‖² − 2 x·c + ‖c‖²  -> (N, K)
-        dist = (x * x).sum(1, keepdim=True) - 2.0 * x @ centroids.T + (centroids**2).sum(1)
+        dist = sq_norms - 2.0 * x @ centroids.T + (centroids**2).sum(1)
         labels = dist.argmin(dim=1)
-        for c in range(clusters):
-            members = labels == c
-            if members.any():
-                centroids[c] = x[members].mean(dim=0)
+        members = torch.zeros(clusters, n, dtype=x.dtype)
+        members[labels, torch.arange(n)] = 1.0  # (K, N) one-hot
+        counts = members.sum(1)  # (K,)
+        filled = counts > 0
+        centroids[filled] = (members[filled] @ x) / counts[filled, None]  # (K', N) @ (N, D)
     return labels
 
 
