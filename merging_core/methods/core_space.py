@@ -217,7 +217,6 @@ def merge_cores(
     pretty_name="Core Space merging",
     reference_url="https://arxiv.org/abs/2509.17786",
     space="factors",
-    tags=("tradeoff-baseline",),
     params=(
         Param(
             "rule",
@@ -227,7 +226,7 @@ def merge_cores(
             help="Merge rule on the R×R cores. TA, TSV and CART equal their full-space versions; "
             "TIES/DARE on core entries are different methods from TIES/DARE on ΔW.",
         ),
-        replace(SCALING, help="λ applied to the merged core (official search: 0.1–10)."),
+        replace(SCALING, high=10.0, help="λ applied to the merged core (official grid 0.1–9.9)."),
         Param(
             "density",
             "float",

@@ -146,7 +146,7 @@ def lego_factors(
             low=0,
             high=4096,
             step=1,
-            help="K, the merged rank (number of clusters); 0 = the adapters' rank r (official).",
+            help="K, the merged rank (number of clusters); 0 = the largest adapter rank r.",
         ),
         Param(
             "kmeans_iters",

@@ -64,7 +64,7 @@ def test_the_library_registers_methods():
 def test_tradeoff_baselines_are_tagged_and_data_free():
     """Two-task trade-off plots draw every method tagged "tradeoff-baseline" at its defaults."""
     tagged = [m for m in METHODS if "tradeoff-baseline" in m.tags]
-    expected = {"ties", "knots", "iso_c", "tsv_m", "pico", "core_space", "lora_lego"}
+    expected = {"ties", "knots", "iso_c", "tsv_m", "pico", "lora_lego"}
     assert expected <= {m.name for m in tagged}
     assert not [m.name for m in tagged if m.needs_data]
 
