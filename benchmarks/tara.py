@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import time
-from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rows",
         default=None,
-        help="comma list of data-driven rows: ada_original,ada_repo,tara_a,tara_b,tara_b_abs,nsc",
+        help="comma list of data-driven rows: ada_original,ada_repo,tara_a,tara_b",
     )
     p.add_argument(
         "--threads",
@@ -185,12 +184,6 @@ def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
     print()
 
 
-def _merge_run(adapters, method, context, *, seed):
-    """A registered data-driven method as a row runner: ``.result`` and ``.seconds``."""
-    result, seconds = _timed(lambda: merge(adapters, method, context=context, seed=seed))
-    return SimpleNamespace(result=result, seconds=seconds)
-
-
 def _timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -234,10 +227,9 @@ def table(
         "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps, **kw),
         "TARA-B (|H−z|, ablation)": lambda s: run_tara(
             adapters, context, variant="b", seed=s, steps=steps, scalarisation="stch_abs", **kw),
-        "NSC-Merging (last quarter)": lambda s: _merge_run(adapters, "nsc", context, seed=s),
     }  # fmt: skip
     evaluate = _normalised(bundle)
-    ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs", "nsc")
+    ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs")
     keys = dict(zip(ids, runners, strict=True))
     chosen = [keys[k] for k in only] if only else list(runners)[:4]
     for label in chosen:
