@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -23,8 +22,6 @@ from merging_core.merge import MergedModule, MergeResult, merge
 from merging_core.methods import get_method
 
 Progress = Callable[[float, str], None]
-WARM_TAG = "preference"  # registry tag of methods whose function accepts ``init_phi``
-WARM_KEY = "phi"  # where such a result keeps its learned coefficients
 
 
 def params_key(params: Mapping[str, Any]) -> str:
@@ -43,9 +40,14 @@ def run_with_progress(
 ) -> MergeResult:
     """Run (or fetch) a merge while a progress bar names the device it runs on.
 
-    Methods tagged ``preference`` (TARA) are warm-started from the coefficients of this
-    session's previous run of the same method on the same adapters (``extras["phi"]``).
+    Data-driven methods are warm-started from the learned state of this session's previous
+    run of the same method on the same adapters (``result.state``).
     """
+    opened = st.session_state[state.OPENED_RESULT].get(
+        opened_key(method, params, seed, adapter_set.names)
+    )
+    if opened is not None:
+        return opened
     report, done = progress_bar(f"Merging on {device_label()}:")
     warm = warm_start_for(method, set_key)
     key = (set_key, method, params_key(params), int(seed), context is not None, warm[0])
@@ -57,37 +59,36 @@ def run_with_progress(
         )
     finally:
         done()
-    if isinstance(result.extras.get(WARM_KEY), Mapping):
+    if result.state:
         store = st.session_state[state.WARM_START]
-        store[(method, set_key)] = (warm[0] + 1, result.extras[WARM_KEY])
+        store[(method, set_key)] = (warm[0] + 1, result)
     return result
+
+
+def opened_key(method: str, params: Mapping[str, Any], seed: int, names) -> tuple:
+    """Key of a merge opened from elsewhere (a trade-off point): method, parameters, seed, inputs."""
+    checked = get_method(method).validate_params(dict(params))
+    return (method, params_key(checked), int(seed), tuple(names))
+
+
+def open_result(result: MergeResult) -> None:
+    """Make the Merge page show ``result`` itself when its settings are asked for next."""
+    key = opened_key(result.method, result.params, result.seed, result.adapter_names)
+    st.session_state[state.OPENED_RESULT] = {key: result}
 
 
 def warm_start_for(method: str, set_key: str) -> tuple[int, Mapping[str, Any] | None]:
     """(generation, coefficients) of the last warm-startable run, or (0, None)."""
-    if WARM_TAG not in get_method(method).tags:
+    if not get_method(method).needs_data:
         return 0, None
     return st.session_state[state.WARM_START].get((method, set_key), (0, None))
 
 
-def _merge(adapter_set, method, params, seed, context, report, init_phi) -> MergeResult:
-    if init_phi is None:
-        return merge(
-            adapter_set, method, seed=int(seed), progress=report, context=context, **params
-        )
-    # Same as merging_core.merge.merge, plus the warm start its registered function forwards.
-    info = get_method(method)
-    checked = info.validate_params(params)
-    generator = torch.Generator().manual_seed(int(seed))
-    raw = info.fn(
-        adapter_set,
-        context=context,
-        generator=generator,
-        progress=report,
-        init_phi=init_phi,
-        **checked,
-    )
-    return replace(raw, method=info.name, params=checked, seed=int(seed))
+def _merge(adapter_set, method, params, seed, context, report, warm) -> MergeResult:
+    return merge(
+        adapter_set, method, seed=int(seed), progress=report, task_data=context, warm_start=warm,
+        **params,
+    )  # fmt: skip
 
 
 def identity_error(adapter_set: AdapterSet, name: str) -> float:

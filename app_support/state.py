@@ -19,6 +19,8 @@ MERGE_RESULT = "merge_result"  # MergeResult | None: the latest merge, used by E
 MERGE_RECIPE = "merge_recipe"  # dict | None: method, params, seed, adapters of MERGE_RESULT
 WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm start of next run)
 PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
+OPENED_RESULT = "opened_result"  # (method, params key, seed, adapter names) -> MergeResult opened
+#   from a trade-off point: the Merge page shows exactly that merge instead of re-running it
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
 TRADEOFF_CLICK = "tradeoff_click"  # str: the last chart selection already acted upon
 EXPORT_DIR = "export_dir"  # str: last export folder
@@ -42,7 +44,10 @@ _DEFAULTS: dict[str, Any] = {
     PENDING_SETTINGS: None,
     EXPORT_DIR: "",
 }
-_FACTORIES = {USER_ADAPTERS: list, SELECTED: list, WARM_START: dict, TRADEOFF_POINTS: dict}
+_FACTORIES = {
+    USER_ADAPTERS: list, SELECTED: list, WARM_START: dict, TRADEOFF_POINTS: dict,
+    OPENED_RESULT: dict,
+}
 
 
 def init_state() -> None:

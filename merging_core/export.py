@@ -25,17 +25,18 @@ from typing import Any
 import torch
 
 from merging_core.adapters import LoraModule
-from merging_core.merge import MergedModule, MergeResult, Progress, report_progress
+from merging_core.results import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    numerical_rank,
+    report_progress,
+)
 
 DENSE_RANK_CAP = 64
 """Rank used for *dense* merged modules when ``rank=None``: element-wise merges (TIES, DARE) are
 full rank, and an "exact" export of a 4096 × 4096 update would be a full dense matrix in
 disguise. 64 keeps a LLaMA-size module at ~3 % of its dense size; the report says what it cost."""
-
-EXACT_RTOL = 1e-10
-"""Singular values below ``EXACT_RTOL · σ_max`` (plus the float32 QR noise floor, see
-:func:`numerical_rank`) of a factored result count as zero for the exact-rank export."""
-
 
 @dataclass(frozen=True)
 class ModuleExport:
@@ -143,25 +144,6 @@ def spectrum(merged: MergedModule) -> Spectrum:
     return Spectrum(S, Qb, Qa, Uc.float(), Vch.T.float())
 
 
-def numerical_rank(merged: MergedModule, S: torch.Tensor) -> int:
-    """Count of singular values (``S`` descending) above the noise floor of ``merged``.
-
-    Factored: ``σ > EXACT_RTOL · σ_max + r · eps32 · ‖B‖_F ‖A‖_F`` (the second term is the
-    rounding of the float32 QRs, so exact cancellations such as ``w`` and ``−w`` give rank 0).
-    Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
-    """
-    if S.numel() == 0 or float(S[0]) == 0.0:
-        return 0
-    eps = torch.finfo(torch.float32).eps
-    if merged.factors is not None:
-        B, A = merged.factors.B, merged.factors.A
-        floor = B.shape[1] * eps * float(B.double().norm() * A.double().norm())
-        tol = EXACT_RTOL * float(S[0]) + floor
-    else:
-        tol = max(merged.dense.shape) * eps * float(S[0])
-    return int((S > tol).sum())
-
-
 def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:
     """Rank to write: ``min(rank, exact_rank)``; ``rank=None`` means the exact rank, capped at
     :data:`DENSE_RANK_CAP` for dense results. Never 0 (PEFT needs ``r ≥ 1``; a zero update is
@@ -236,7 +218,7 @@ def export_merge(
             or a recipe whose rank or method disagrees with this export.
     """
     from merging_core import io
-    from merging_core.recipe import recipe_for_export, recipe_to_json
+    from merging_core.recipe import recipe_for_export, recipe_to_json, warm_start_files
 
     check_rank(rank)
     target = Path(path)
@@ -255,6 +237,7 @@ def export_merge(
     extra = {
         "recipe.json": recipe_to_json(full_recipe),
         "README.md": model_card(report, full_recipe),
+        **warm_start_files(result, full_recipe),
     }
     report_progress(progress, 1.0, f"writing {target}")
     written = io.save_adapter(
@@ -349,7 +332,25 @@ def model_card(report: ExportReport, recipe: Mapping[str, Any]) -> str:
     for i, item in enumerate(recipe.get("inputs", [])):
         path, sha = item.get("path") or "(in memory)", item.get("sha256") or "(none)"
         lines.append(f"| {i} | {item.get('name', '')} | `{path}` | `{sha}` |")
-    return "\n".join(lines + [""] + _error_section(report) + [""] + _load_section()) + "\n"
+    return "\n".join(
+        lines + _data_section(recipe) + [""] + _error_section(report) + [""] + _load_section(recipe)
+    ) + "\n"
+
+
+def _data_section(recipe: Mapping[str, Any]) -> list[str]:
+    task = recipe.get("task_data")
+    if not task:
+        return []
+    warm = recipe.get("warm_start")
+    return [
+        "",
+        "## Task data",
+        "",
+        f"Learned from the unlabeled validation inputs of bundle `{task['bundle']}` "
+        f"(fingerprint `{task['fingerprint']}`) on `{recipe.get('device', 'cpu')}`; "
+        + (f"warm-started from `{warm['file']}` (SHA-256 `{warm['sha256']}`)." if warm
+           else "started from scratch."),
+    ]
 
 
 def _rank_words(rank: int | None) -> str:
@@ -382,7 +383,9 @@ def _error_section(report: ExportReport, worst: int = 10) -> list[str]:
     return lines
 
 
-def _load_section() -> list[str]:
+def _load_section(recipe: Mapping[str, Any]) -> list[str]:
+    from merging_core.recipe import replay_command
+
     return [
         "## Load with PEFT",
         "",
@@ -394,5 +397,5 @@ def _load_section() -> list[str]:
         'model = PeftModel.from_pretrained(base, "path/to/this/folder")',
         "```",
         "",
-        "Replay the merge bit for bit: `merge-lab merge --recipe recipe.json --out OUT`.",
+        f"Replay the merge bit for bit: `{replay_command(recipe)}`.",
     ]

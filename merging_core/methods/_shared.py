@@ -35,14 +35,14 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, frobenius_norm, svd_of_product
-from merging_core.merge import (
+from merging_core.methods.registry import Param
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     report_progress,
     result_from_modules,
 )
-from merging_core.methods.registry import Param
 
 # ---- options ----------------------------------------------------------------------
 

@@ -55,13 +55,6 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import CORE_DTYPE
-from merging_core.merge import (
-    MergedModule,
-    MergeResult,
-    Progress,
-    report_progress,
-    result_from_modules,
-)
 from merging_core.methods._shared import (
     DROP_RATE,
     RANK_RTOL,
@@ -76,6 +69,13 @@ from merging_core.methods._shared import (
     weighted_sum_parts,
 )
 from merging_core.methods.registry import Param, register_method
+from merging_core.results import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    report_progress,
+    result_from_modules,
+)
 
 RULES = ("ta", "ties", "dare", "dare_ties", "tsv", "cart")
 ELEMENTWISE = ("ties", "dare", "dare_ties")

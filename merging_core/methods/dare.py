@@ -27,7 +27,6 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.merge import MergeResult, Progress
 from merging_core.methods._shared import (
     DROP_RATE,
     SCALING,
@@ -45,6 +44,7 @@ from merging_core.methods._shared import (
     weighted_sum_parts,
 )
 from merging_core.methods.registry import Param, register_method
+from merging_core.results import MergeResult, Progress
 
 VARIANTS = ("linear", "ties")
 

@@ -38,14 +38,14 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE
-from merging_core.merge import (
+from merging_core.methods.registry import Param, register_method
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     report_progress,
     result_from_modules,
 )
-from merging_core.methods.registry import Param, register_method
 
 EPS_NORM = 1e-8
 EPS_REWEIGHT = 1e-12

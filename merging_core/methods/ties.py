@@ -36,7 +36,6 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.merge import MergeResult, Progress
 from merging_core.methods._shared import (
     SCALING,
     SIGN_METHOD,
@@ -49,6 +48,7 @@ from merging_core.methods._shared import (
     ties_merge_parts,
 )
 from merging_core.methods.registry import Param, register_method
+from merging_core.results import MergeResult, Progress
 
 
 @register_method(

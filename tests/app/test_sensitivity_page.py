@@ -31,7 +31,7 @@ def page(bundle_page):
 
 def test_shows_j_and_kappa_matching_the_library(page, fake_bundle):
     _, bundle = fake_bundle
-    ref = sensitivity.directional_jacobian(bundle.adapter_set(), bundle.context(), variant="b")
+    ref = sensitivity.directional_jacobian(bundle.adapter_set(), bundle.task_data(), variant="b")
     assert metric(page, "κ(J)") == f"{sensitivity.condition_number(ref.J):.3g}"
     assert "J on all layers" in specs(page)
     assert metric(page, "tasks × directions") == f"3 × {ref.J.shape[1]}"
