@@ -3,8 +3,9 @@
 Space: ΔW, element-wise. Each ΔW_t = B_t A_t ``(d_out, d_in)`` is formed one module at a time, a
 Bernoulli keep-mask is drawn for it, and the dropped-and-rescaled deltas are merged with Task
 Arithmetic (``variant="linear"``, DARE-TA) or TIES (``variant="ties"``, DARE-TIES). The result
-is a dense ``MergedModule``; it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for
-the same seed.
+is a dense ``MergedModule`` (lazy, merged when read, on large models: see
+``ties.STREAM_BYTES``); it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for the
+same seed.
 
 Randomness: one seed per (module, task) is drawn from the caller's generator before anything
 else, and each mask uses its own generator seeded with it. The masks therefore do not depend on
@@ -21,7 +22,7 @@ Reference: https://arxiv.org/abs/2311.03099
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -39,7 +40,10 @@ from merging_core.methods.ties import (
     TaskTensor,
     check_choice,
     dense_result,
+    lazy_result,
     linear_delta,
+    streamed_ties,
+    streams,
     ties_merge_parts,
 )
 
@@ -90,6 +94,21 @@ def weighted_sum_parts(
         merged.append(scaling * total)
         report_progress(progress, (i + 1) / num_parts, f"summing part {i + 1}/{num_parts}")
     return merged
+
+
+def weighted_sum_functions(
+    task_tensor: TaskTensor, *, num_parts: int, weights: Sequence[float], scaling: float
+) -> list[Callable[[], torch.Tensor]]:
+    """The streaming form of :func:`weighted_sum_parts`: one ``() -> λ Σ_t w_t τ_t`` per part."""
+
+    def part(i: int) -> Callable[[], torch.Tensor]:
+        def merged() -> torch.Tensor:
+            total = sum(w * task_tensor(i, t) for t, w in enumerate(weights))
+            return scaling * total
+
+        return merged
+
+    return [part(i) for i in range(num_parts)]
 
 
 @register_method(
@@ -157,6 +176,22 @@ def dare(
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
     dropped = dropped_tensors(delta, seeds, drop_rate)
+    if streams(adapter_set):  # lazy modules, merged when read (see ties.STREAM_BYTES)
+        if variant == "linear":
+            parts = weighted_sum_functions(
+                dropped, num_parts=len(names), weights=w, scaling=scaling
+            )
+            return lazy_result(adapter_set, parts, None)
+        return streamed_ties(
+            adapter_set,
+            dropped,
+            density=density,
+            threshold=threshold,
+            sign_method=sign_method,
+            weights=w,
+            scaling=scaling,
+            progress=progress,
+        )
     if variant == "linear":
         merged = weighted_sum_parts(
             dropped, num_parts=len(names), weights=w, scaling=scaling, progress=progress

@@ -12,9 +12,13 @@ Steps (:mod:`merging_core.methods.sparsify`):
     3. disjoint mean over the tasks agreeing with the elected sign; 4. multiply by λ.
 
 Memory and cost. The streaming engine :func:`ties_merge_parts` holds the ``T`` tensors of one
-module at a time (``T · d_out · d_in`` floats) plus the dense outputs. The global threshold costs
-two extra passes per task (an exact radix select, :func:`sparsify.magnitude_threshold`), so every
-ΔW_t is formed three times instead of being kept: time traded for ``T×`` less memory.
+module at a time (``T · d_out · d_in`` floats) plus the dense outputs. When the dense outputs of
+the whole model exceed :data:`STREAM_BYTES` (LLM adapters) they are not kept either: the result's
+modules are lazy (:func:`ties_part_functions`), each merged when read — by the export, which
+truncates and releases it — so peak memory is a few modules, not the model. The global
+threshold costs two extra passes per task (an exact radix select,
+:func:`sparsify.magnitude_threshold`), so every ΔW_t is formed three times instead of being
+kept: time traded for ``T×`` less memory.
 
 Conventions versus other implementations:
     * kept count is ``int(density · N)`` (PEFT); the official notebook keeps one more;
@@ -131,6 +135,28 @@ def task_thresholds(
     return thresholds
 
 
+def global_thresholds(
+    task_tensor: TaskTensor,
+    *,
+    num_parts: int,
+    num_tasks: int,
+    density: float,
+    threshold: str = "global",
+    sign_method: SignMethod = "total",
+    progress: Progress | None = None,
+) -> list[float] | None:
+    """Check the options; the per-task global thresholds, or None (per-tensor trim or
+    ``density = 1``). The two threshold passes form every tensor twice."""
+    check_density(density)
+    check_choice("threshold", threshold, THRESHOLDS)
+    check_choice("sign_method", sign_method, SIGN_METHODS)
+    if threshold != "global" or density >= 1.0:
+        return None
+    return task_thresholds(
+        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density, progress=progress
+    )
+
+
 def ties_merge_parts(
     task_tensor: TaskTensor,
     *,
@@ -156,34 +182,115 @@ def ties_merge_parts(
         The merged tensor of every part (each shaped like its inputs), and the per-task global
         thresholds (None for per-tensor trims or when density is 1, which trims nothing).
     """
-    check_density(density)
-    check_choice("threshold", threshold, THRESHOLDS)
-    check_choice("sign_method", sign_method, SIGN_METHODS)
-    thresholds, merge_phase = None, progress
-    if threshold == "global" and density < 1.0:
-        # the two threshold passes form every tensor twice, the merge pass once
-        thresholds = task_thresholds(
+    thresholds = global_thresholds(
+        task_tensor,
+        num_parts=num_parts,
+        num_tasks=num_tasks,
+        density=density,
+        threshold=threshold,
+        sign_method=sign_method,
+        progress=scaled_progress(progress, 0.0, 2 / 3),
+    )
+    merge_phase = progress if thresholds is None else scaled_progress(progress, 2 / 3, 1.0)
+    merged = []
+    for i, part in enumerate(
+        ties_part_functions(
             task_tensor,
             num_parts=num_parts,
             num_tasks=num_tasks,
             density=density,
-            progress=scaled_progress(progress, 0.0, 2 / 3),
+            thresholds=thresholds,
+            sign_method=sign_method,
+            weights=weights,
+            scaling=scaling,
         )
-        merge_phase = scaled_progress(progress, 2 / 3, 1.0)
-    merged = []
-    for i in range(num_parts):
-        trimmed = [
-            trim_by_magnitude(
-                task_tensor(i, t),
-                density=density,
-                threshold=None if thresholds is None else thresholds[t],
-            )
-            for t in range(num_tasks)
-        ]  # T tensors of this part only
-        sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
-        merged.append(scaling * disjoint_mean(trimmed, sign, weights=weights))
+    ):
+        merged.append(part())
         report_progress(merge_phase, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
     return merged, thresholds
+
+
+def ties_part_functions(
+    task_tensor: TaskTensor,
+    *,
+    num_parts: int,
+    num_tasks: int,
+    density: float,
+    thresholds: list[float] | None,
+    sign_method: SignMethod = "total",
+    weights: Sequence[float] | None = None,
+    scaling: float = 1.0,
+) -> list[Callable[[], torch.Tensor]]:
+    """One deterministic ``() -> merged tensor`` per part (trim, elect, disjoint mean, λ).
+
+    The streaming form of the merge pass of :func:`ties_merge_parts`: calling part ``i`` holds
+    only that part's ``T`` task tensors. ``thresholds`` are the global ones (None: per tensor).
+    """
+
+    def part(i: int) -> Callable[[], torch.Tensor]:
+        def merged() -> torch.Tensor:
+            trimmed = [
+                trim_by_magnitude(
+                    task_tensor(i, t),
+                    density=density,
+                    threshold=None if thresholds is None else thresholds[t],
+                )
+                for t in range(num_tasks)
+            ]  # T tensors of this part only
+            sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
+            return scaling * disjoint_mean(trimmed, sign, weights=weights)
+
+        return merged
+
+    return [part(i) for i in range(num_parts)]
+
+
+STREAM_BYTES = 1 << 28
+"""Dense float32 bytes of all merged modules above which element-wise results are streamed
+(lazy modules computed on demand, e.g. by the export; 256 MiB, an 8B model's attention is ~5 GiB).
+Below it they are computed and stored, as small models' evaluation reads them many times."""
+
+
+def streams(adapter_set: AdapterSet) -> bool:
+    """True when the dense merged modules of ``adapter_set`` would exceed :data:`STREAM_BYTES`."""
+    dense = sum(
+        4 * f.d_out * f.d_in for f in (adapter_set.factors(n)[0] for n in adapter_set.modules)
+    )
+    return dense > STREAM_BYTES
+
+
+def streamed_ties(
+    adapter_set: AdapterSet,
+    delta: TaskTensor,
+    *,
+    density: float,
+    threshold: str,
+    sign_method: SignMethod,
+    weights: Sequence[float],
+    scaling: float,
+    progress: Progress | None,
+) -> MergeResult:
+    """TIES with the merge pass deferred: thresholds now, each module when it is read."""
+    shape = {"num_parts": len(adapter_set.modules), "num_tasks": len(adapter_set)}
+    thresholds = global_thresholds(
+        delta,
+        density=density,
+        threshold=threshold,
+        sign_method=sign_method,
+        progress=progress,
+        **shape,
+    )
+    parts = ties_part_functions(
+        delta,
+        density=density,
+        thresholds=thresholds,
+        sign_method=sign_method,
+        weights=weights,
+        scaling=scaling,
+        **shape,
+    )
+    report_progress(progress, 1.0, "TIES thresholds ready; modules merge when read")
+    return lazy_result(adapter_set, parts, thresholds)
 
 
 def dense_result(
@@ -201,6 +308,21 @@ def dense_result(
         "nonzero_fraction": nonzero / max(sum(dw.numel() for dw in merged), 1),
         "trim_thresholds": thresholds,
     }
+    return result_from_modules(adapter_set, modules, diagnostics=diagnostics)
+
+
+def lazy_result(
+    adapter_set: AdapterSet,
+    parts: Sequence[Callable[[], torch.Tensor]],
+    thresholds: list[float] | None,
+) -> MergeResult:
+    """Wrap per-module merge functions as lazy dense modules (``nonzero_fraction`` is None:
+    counting it would compute every module once more)."""
+    modules = {
+        name: MergedModule.from_compute(adapter_set.factors(name)[0], fn)
+        for name, fn in zip(adapter_set.modules, parts, strict=True)
+    }
+    diagnostics = {"nonzero_fraction": None, "trim_thresholds": thresholds, "streamed": True}
     return result_from_modules(adapter_set, modules, diagnostics=diagnostics)
 
 
@@ -236,7 +358,7 @@ def ties(
     generator: torch.Generator | None = None,
     progress: Progress | None = None,
 ) -> MergeResult:
-    """TIES on ΔW (element-wise, dense result, streamed module by module).
+    """TIES on ΔW (element-wise, dense result, streamed module by module; lazy when large).
 
     Args:
         adapter_set: the adapters; task order = set order.
@@ -245,7 +367,8 @@ def ties(
         generator: unused (TIES is deterministic). progress: optional callback.
 
     Returns:
-        Dense merged ΔW per module; diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
+        Dense merged ΔW per module (computed on demand when the model exceeds
+        :data:`STREAM_BYTES`); diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
     """
     names = adapter_set.modules
     w = adapter_weights(weights, len(adapter_set))
@@ -253,6 +376,17 @@ def ties(
     def delta(i: int, t: int) -> torch.Tensor:
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
+    if streams(adapter_set):
+        return streamed_ties(
+            adapter_set,
+            delta,
+            density=density,
+            threshold=threshold,
+            sign_method=sign_method,
+            weights=w,
+            scaling=scaling,
+            progress=progress,
+        )
     merged, thresholds = ties_merge_parts(
         delta,
         num_parts=len(names),
