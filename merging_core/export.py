@@ -39,8 +39,8 @@ DENSE_EXACT_MAX = 512
 """Dense results with ``min(m, n)`` up to this take the exact dense SVD; larger ones (LLM
 modules: a 4096² SVD takes ~30 s) the randomized route of :func:`randomized_spectrum`."""
 
-SKETCH_OVERSAMPLE = 10
-SKETCH_POWER_ITERS = 2
+SKETCH_OVERSAMPLE = 20
+SKETCH_POWER_ITERS = 3
 SKETCH_SEED = 0
 
 EXACT_RTOL = 1e-10
