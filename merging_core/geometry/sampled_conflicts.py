@@ -78,13 +78,15 @@ def sample_entries(
     """``clusters`` random ``side × side`` blocks of every ``ΔW_t``: ``(T, clusters, side²)``.
 
     Rows and columns of each block are drawn uniformly with replacement (one draw shared by the
-    tasks), so entry ``[t, c, i·side + j]`` is ``ΔW_t[p_ci, q_cj]``. float32.
+    tasks), so entry ``[t, c, i·side + j]`` is ``ΔW_t[p_ci, q_cj]``. float32, on the factors'
+    device.
     """
     check_pairs(Bs, As)
     m, n, T = int(Bs[0].shape[0]), int(As[0].shape[1]), len(Bs)
-    rows = torch.randint(0, m, (clusters * side,), generator=generator)
-    cols = torch.randint(0, n, (clusters * side,), generator=generator)
-    out = torch.empty(T, clusters, side, side)
+    device = Bs[0].device  # positions are drawn on CPU (same draw on every device)
+    rows = torch.randint(0, m, (clusters * side,), generator=generator).to(device)
+    cols = torch.randint(0, n, (clusters * side,), generator=generator).to(device)
+    out = torch.empty(T, clusters, side, side, device=device)
     for t, (B, A) in enumerate(zip(Bs, As, strict=True)):
         Bp = B.float().index_select(0, rows).view(clusters, side, -1)  # (C, side, r)
         Aq = A.float().index_select(1, cols).view(-1, clusters, side)  # (r, C, side)
@@ -125,7 +127,7 @@ def estimate_sign_conflicts(
     if m * n <= clusters * BLOCK_SIDE**2:  # counting every entry is cheaper than sampling
         rates = sign_conflict_rates(Bs, As, densities=densities)
         return tuple(ConflictEstimate(r, r, r, m * n, -1, exact=True) for r in rates)
-    x = sample_entries(Bs, As, clusters=clusters, generator=generator)  # (T, C, s²)
+    x = sample_entries(Bs, As, clusters=clusters, generator=generator).cpu()  # (T, C, s²)
     all_zero = all(
         float(B.abs().sum()) * float(A.abs().sum()) == 0.0 for B, A in zip(Bs, As, strict=True)
     )
