@@ -44,6 +44,12 @@ BASELINES: tuple[tuple[str, str, dict[str, Any], str | None], ...] = (
     ("Pico-TIES", "pico", {"base": "ties"}, None),
     ("Pico-TSV-M", "pico", {"base": "tsv_m"}, None),
     ("SVD+CUR", "svd_cur", {}, "scaling"),
+    ("Core-TA", "core_space", {"rule": "ta"}, "scaling"),
+    ("Core-TIES", "core_space", {"rule": "ties"}, "scaling"),
+    ("Core-DARE-TIES", "core_space", {"rule": "dare_ties"}, "scaling"),
+    ("Core-TSV", "core_space", {"rule": "tsv"}, "scaling"),
+    ("Core-CART", "core_space", {"rule": "cart"}, "scaling"),
+    ("LoRA-LEGO", "lora_lego", {}, None),
 )
 SCALE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 PAPER_AVG = {"TA": 63.8, "TIES": 64.9, "AdaMerging": 70.0, "KnOTS-TIES": 68.0, "TARA-A": 74.0,
