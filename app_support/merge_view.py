@@ -16,7 +16,7 @@ from merging_core import figures
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergeResult
 
-COEFFICIENT_KEYS = ("phi", "coefficients", "lambdas")
+COEFFICIENT_KEYS = ("coefficients", "lambdas")
 
 
 def describe_method(info: Any) -> None:
@@ -54,7 +54,7 @@ def accuracy_chart(series: dict[str, dict[str, float]]) -> None:
 
 def coefficient_heatmap(result: MergeResult) -> None:
     """Heatmap of learned per-layer coefficients (e.g. TARA's φ) when the method reports them."""
-    coeffs = next((result.extras.get(k) for k in COEFFICIENT_KEYS if k in result.extras), None)
+    coeffs = dict(result.state) if result.state else None  # data-driven methods' learned state
     if coeffs is None:
         coeffs = next(
             (result.diagnostics.get(k) for k in COEFFICIENT_KEYS if k in result.diagnostics), None
