@@ -21,6 +21,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -76,6 +77,7 @@ __all__ = [
     "load_adapter_from_files",
     "load_adapters",
     "pattern_value",
+    "recover_interrupted_save",
     "save_adapter",
     "short_repr",
     "short_text",
@@ -960,6 +962,7 @@ def save_adapter(
         TypeError: a module that is not a ``LoraModule`` or metadata that is not ``str -> str``.
     """
     target = Path(path)
+    recover_interrupted_save(target)
     _check_target(target, overwrite=overwrite)
     fan_in_fan_out = _check_modules_for_save(modules)
     tensors = _tensors_for_save(modules)
@@ -1143,9 +1146,14 @@ def _extra_files_for_save(extra_files: Mapping[str, str | bytes] | None) -> dict
 
 
 def _write_dir_atomically(target: Path, files: Mapping[str, bytes], *, overwrite: bool) -> None:
-    """Write ``files`` into a temp folder next to ``target``, then rename it into place."""
+    """Write ``files`` into a temp folder next to ``target``, then rename it into place.
+
+    The temp folder is ``.<name>.tmp-<pid>-<random>`` (and the folder an overwrite moves aside
+    ``.<name>.old-<pid>-<random>``), so a later save can tell a dead writer's leftovers from a
+    live one's (:func:`recover_interrupted_save`).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         for name, data in files.items():
             with open(tmp / name, "wb") as fh:
@@ -1160,18 +1168,104 @@ def _write_dir_atomically(target: Path, files: Mapping[str, bytes], *, overwrite
 
 def _swap_into_place(tmp: Path, target: Path, *, overwrite: bool) -> None:
     if not target.exists():
-        os.rename(tmp, target)
+        _rename_new(tmp, target)
         return
     if not overwrite:  # appeared while we were writing
-        raise ValueError(f"cannot save an adapter to {str(target)!r}: the folder already exists")
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(target, old)
+        raise ValueError(_raced(target))
+    old = target.with_name(f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(target, old)
+    except FileNotFoundError:  # another save is swapping the same target right now
+        _rename_new(tmp, target)
+        return
     try:
         os.rename(tmp, target)
     except BaseException:
         os.rename(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _rename_new(tmp: Path, target: Path) -> None:
+    """``tmp -> target`` where ``target`` should not exist; a racing save that got there first
+    is the documented refusal, not ``OSError: Directory not empty``."""
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if target.exists():
+            raise ValueError(_raced(target)) from None
+        raise
+
+
+def _raced(target: Path) -> str:
+    return (
+        f"cannot save an adapter to {str(target)!r}: the folder already exists (another save "
+        "wrote it while this one was writing); nothing was changed"
+    )
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[^-]+")
+STALE_SECONDS = 3600
+"""A leftover temp folder older than this is stale even if its writer's process id is in use."""
+
+
+def recover_interrupted_save(path: str | os.PathLike[str]) -> list[str]:
+    """Repair what a killed save to ``path`` left next to it; say what was done, in plain words.
+
+    * ``.<name>.old-*`` without ``path``: an overwrite was killed between its two renames; the
+      previous adapter is renamed back to ``path`` (the new one never got confirmed).
+    * ``.<name>.old-*`` next to an existing ``path``: only the clean-up was lost; removed.
+    * ``.<name>.tmp-*``: a half-written or never-swapped save; removed.
+
+    Only leftovers whose writer is gone are touched: the process id in the name is not running
+    on this machine, or the folder is older than :data:`STALE_SECONDS` (folders named by an
+    older version carry no process id and count as gone once a minute old).
+
+    Returns:
+        One note per folder restored or removed.
+    """
+    target = Path(path)
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return []  # no parent yet (or unreadable): nothing to recover, the save will say why
+    notes = []
+    leftovers = [(p, m) for p in siblings if (m := _LEFTOVER.fullmatch(p.name))]
+    for folder, match in sorted(leftovers, key=lambda pm: pm[0].name):
+        if match["name"] != target.name or folder.is_symlink() or not folder.is_dir():
+            continue
+        if not _writer_gone(folder, match["pid"]):
+            continue
+        if match["kind"] == "old" and not os.path.lexists(target):
+            try:
+                os.rename(folder, target)
+            except OSError:
+                continue
+            notes.append(f"restored {target} from {folder.name}, left by an interrupted overwrite")
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        notes.append(f"removed {folder.name}, left next to {target.name} by an interrupted save")
+    return notes
+
+
+def _writer_gone(folder: Path, pid: str | None) -> bool:
+    try:
+        age = time.time() - folder.stat().st_mtime
+    except OSError:
+        return False
+    if age > STALE_SECONDS:
+        return True
+    if pid is None:
+        return age > 60
+    if int(pid) == os.getpid() or os.name != "posix":
+        return False  # our own (another thread's) save, or no cheap liveness test here
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False
+    return False
 
 
 # --------------------------------------------------------------------------------------------
