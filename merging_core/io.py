@@ -109,10 +109,6 @@ def _short_list(items: Iterable[str]) -> str:
     return "[" + ", ".join(short_repr(i, 40) for i in items) + "]"
 
 
-def _num_text(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
@@ -534,12 +530,17 @@ def _read_tensors(
         label = wanted[entry.key]
         try:
             buf = bytearray(size)
-        except MemoryError:
-            raise AdapterLoadError(f"{label}: not enough memory to read {size:,} bytes") from None
-        if fh.readinto(buf) != size:
-            raise AdapterLoadError(f"{label}: the file ended early (truncated while reading?)")
-        sha.update(buf)
-        tensors[entry.key] = _checked_float32(_tensor(buf, entry), label)
+            if fh.readinto(buf) != size:
+                raise AdapterLoadError(f"{label}: the file ended early (truncated while reading?)")
+            sha.update(buf)
+            tensors[entry.key] = _checked_float32(_tensor(buf, entry), label)
+        except (MemoryError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and "alloc" not in str(err):
+                raise
+            raise AdapterLoadError(
+                f"{label}: not enough memory to load this {entry.dtype} tensor of {size:,} "
+                "bytes as float32"
+            ) from None
         del buf
     return tensors, sha.hexdigest()
 
@@ -830,10 +831,11 @@ def _scale_notes(scales: Mapping[str, float], cfg: AdapterConfig, config_where: 
     """Refuse an adapter whose every scale is 0 (ΔW ≡ 0); note modules with scale 0."""
     zero = [m for m, s in scales.items() if s == 0.0]
     if zero and len(zero) == len(scales):
+        why = "lora_alpha is 0" if cfg.lora_alpha == 0 else "alpha_pattern sets alpha 0"
         raise AdapterLoadError(
-            f"{config_where}: lora_alpha is {_num_text(cfg.lora_alpha)} (with alpha_pattern), "
-            "so the scale alpha / r of every module is 0 and every ΔW is exactly zero: there is "
-            "nothing to merge (a zero adapter only dilutes the others)"
+            f"{config_where}: {why} for every module, so every scale alpha / r is 0 and every "
+            "ΔW is exactly zero: there is nothing to merge (a zero adapter only dilutes the "
+            "others)"
         )
     if not zero:
         return []

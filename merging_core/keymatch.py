@@ -37,11 +37,22 @@ except ImportError:  # pragma: no cover - Python 3.10
 MAX_PROGRAM = 5_000
 """Most NFA instructions a pattern may expand to (``x{1000}`` counts as 1000 copies of ``x``)."""
 
+MAX_PATTERN_CHARS = 100_000
+"""Longest pattern parsed at all; PEFT keys are module paths (tens of characters), and a longer
+one could not be matched within :data:`MAX_WORK` against a real module name anyway."""
+
 MAX_WORK = 20_000_000
 """Most ``len(name) × program size`` steps one match may take (about a second in the worst
 case); anything larger is refused instead of run."""
 
-__all__ = ["MAX_PROGRAM", "MAX_WORK", "PatternRefused", "peft_fullmatch", "peft_key_matches"]
+__all__ = [
+    "MAX_PATTERN_CHARS",
+    "MAX_PROGRAM",
+    "MAX_WORK",
+    "PatternRefused",
+    "peft_fullmatch",
+    "peft_key_matches",
+]
 
 
 class PatternRefused(ValueError):
@@ -104,6 +115,8 @@ def _plan(pattern: str, key: str) -> re.Pattern[str] | tuple[_Instr, ...]:
     """``re``'s own compiled pattern when ``key`` has no repeat and no alternation (fixed
     width: ``re`` cannot backtrack more than ``len(name) · len(key)`` steps; module names and
     escaped names are such keys), else the NFA program of the whole ``pattern``."""
+    if len(key) > MAX_PATTERN_CHARS:
+        raise PatternRefused(f"{len(key):,} characters long (at most {MAX_PATTERN_CHARS:,})")
     try:
         compiled = re.compile(pattern)
     except re.error as err:
