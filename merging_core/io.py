@@ -394,7 +394,7 @@ def _build_adapter(
             f"{where}: no LoRA factors (lora_A/lora_B or lora_embedding_A/B) among "
             f"{len(header.entries)} tensors, e.g. {_short_list(sorted(header.entries)[:3])}"
         )
-    tensors, sha = _read_tensors(fh, header, _factor_labels(parts, where))
+    tensors, sha = _read_tensors(fh, header, _factor_labels(parts, where), where)
     built = {
         module: _module(module, parts[module], tensors, cfg, where)
         for module in sorted(parts, key=_natural_key)
@@ -514,7 +514,7 @@ def _corrupt(where: str, problem: str) -> NoReturn:
 
 
 def _read_tensors(
-    fh: BinaryIO, header: _Header, wanted: Mapping[str, str]
+    fh: BinaryIO, header: _Header, wanted: Mapping[str, str], where: str
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Read the ``wanted`` tensors (key -> label), each checked and upcast to float32 on its own,
     and the SHA-256 of the whole file, in one sequential pass (other tensors are only hashed)."""
@@ -525,7 +525,7 @@ def _read_tensors(
     for entry in sorted(header.entries.values(), key=lambda e: e.start):
         size = entry.end - entry.start
         if entry.key not in wanted:
-            _hash_through(fh, size, sha)
+            _hash_through(fh, size, sha, f"{where}: tensor {short_repr(entry.key)}")
             continue
         label = wanted[entry.key]
         try:
@@ -545,13 +545,13 @@ def _read_tensors(
     return tensors, sha.hexdigest()
 
 
-def _hash_through(fh: BinaryIO, size: int, sha: Any) -> None:
+def _hash_through(fh: BinaryIO, size: int, sha: Any, label: str) -> None:
     chunk = bytearray(min(size, 1 << 20))
     view = memoryview(chunk)
     while size > 0:
         got = fh.readinto(view[: min(size, len(chunk))])
         if not got:
-            raise AdapterLoadError("the weights file ended early (truncated while reading?)")
+            raise AdapterLoadError(f"{label}: the file ended early (truncated while reading?)")
         sha.update(view[:got])
         size -= got
 
