@@ -796,10 +796,10 @@ def _pattern_lookup(pattern: Mapping[str, Any], module: str, default: Any, where
 def _refuse_overflow(A: torch.Tensor, B: torch.Tensor, label: str) -> None:
     """Refuse factors whose update is too large for float32 algebra (norms, Grams, SVD square
     their values): ``‖B‖_F · ‖A‖_F`` or either norm beyond ``sqrt(float32 max)`` ≈ 1.8e19."""
-    norm_a = float(torch.linalg.vector_norm(A, dtype=torch.float64))
-    norm_b = float(torch.linalg.vector_norm(B, dtype=torch.float64))
-    worst = max(norm_a * norm_b, norm_a, norm_b)
-    if worst > FLOAT32_SAFE:
+    # float32 norms (no copies): one that overflows to inf is above the limit anyway
+    norm_a = float(torch.linalg.vector_norm(A))
+    norm_b = float(torch.linalg.vector_norm(B))
+    if not (norm_a <= FLOAT32_SAFE and norm_b <= FLOAT32_SAFE and norm_a * norm_b <= FLOAT32_SAFE):
         raise AdapterLoadError(
             f"{label}: ‖B‖·‖A‖ = {norm_b:.3g} · {norm_a:.3g} (scale folded) exceeds "
             f"{FLOAT32_SAFE:.2g}, the square root of the float32 maximum: the factors are finite "
@@ -819,11 +819,14 @@ def _checked_float32(t: torch.Tensor, label: str) -> torch.Tensor:
     if not t.dtype.is_floating_point:
         raise AdapterLoadError(f"{label} must be a float tensor, got {t.dtype}")
     t = t.to(torch.float32)
-    # One float64 reduction: any NaN/Inf makes the sum non-finite, and float32 values cannot
-    # overflow a float64 sum. Much faster than isfinite() on bf16 tensors.
-    if not math.isfinite(float(t.sum(dtype=torch.float64))):
+    # One float32 reduction, no temporary copy: any NaN/Inf makes the sum non-finite; only then
+    # (or when huge finite values overflow the sum) are the values checked one by one. A
+    # float64 sum would allocate a float64 copy per tensor, and those freed copies fragment the
+    # heap so much that the peak doubled on glibc.
+    if not math.isfinite(float(t.sum())):
         bad = int((~torch.isfinite(t)).sum())
-        raise AdapterLoadError(f"{label} holds {bad} NaN/Inf value(s)")
+        if bad:
+            raise AdapterLoadError(f"{label} holds {bad} NaN/Inf value(s)")
     return t
 
 
