@@ -338,7 +338,7 @@ def test_huge_weights_under_an_address_space_limit_are_refused_not_crashed(tmp_p
     code = (
         "import resource, sys\n"
         "from merging_core.io import load_adapter, AdapterLoadError\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))\n"
         "try:\n    load_adapter(sys.argv[1])\n"
         "except AdapterLoadError as err:\n    print('REFUSED', err)\n"
     )
