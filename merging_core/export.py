@@ -80,12 +80,15 @@ class ExportReport:
     Attributes:
         path: the adapter directory. requested_rank: the ``rank`` argument (None = exact).
         modules: per-module rows, in result order. num_params: LoRA parameters written.
+        notes: plain-words notes on what the export repaired first (a previous export restored
+            from an interrupted overwrite, stale temp folders removed).
     """
 
     path: Path
     requested_rank: int | None
     modules: tuple[ModuleExport, ...]
     num_params: int
+    notes: tuple[str, ...] = ()
 
     @property
     def max_rel_error(self) -> float:
@@ -109,6 +112,7 @@ class ExportReport:
             "max_rel_error": self.max_rel_error,
             "min_retained_energy": self.min_retained_energy,
             "modules": [asdict(m) for m in self.modules],
+            "notes": list(self.notes),
         }
 
 
@@ -277,6 +281,12 @@ def export_merge(
     :func:`merging_core.io.save_adapter`), ``recipe.json`` and a ``README.md`` model card, all in
     one atomic write. Load it with ``PeftModel.from_pretrained(base, path)``.
 
+    Before anything else, leftovers of an earlier save to ``path`` that was killed are repaired
+    (:func:`merging_core.io.recover_interrupted_save`): an overwrite interrupted between its two
+    renames gets the previous export back at ``path``, and stale temp folders are removed; the
+    report's ``notes`` say what was done. Modules the inputs had but the merge left out (listed
+    per input in the recipe as ``left_out``) are listed in the model card.
+
     Args:
         result: a merge result (factored or dense modules).
         path: target directory.
@@ -293,16 +303,23 @@ def export_merge(
         The :class:`ExportReport` (per-module rank, retained energy, relative error).
 
     Raises:
-        ValueError: bad ``rank``, an empty result, an existing ``path`` without ``overwrite``,
-            or a recipe whose rank or method disagrees with this export.
+        ValueError: bad ``rank``, an empty result, an existing ``path`` without ``overwrite``
+            (also when a racing export created it meanwhile), or a recipe whose rank or method
+            disagrees with this export.
+        OSError: the target cannot be written (read-only, a file as parent, disk full); nothing
+            half-written is left at ``path``.
     """
     from merging_core import io
     from merging_core.recipe import recipe_for_export, recipe_to_json, warm_start_files
 
     check_rank(rank)
     target = Path(path)
+    notes = tuple(io.recover_interrupted_save(target))
     if target.exists() and not overwrite:
-        raise ValueError(f"export path {str(target)!r} already exists; pass overwrite=True")
+        restored = " (restored from an interrupted overwrite)" if notes else ""
+        raise ValueError(
+            f"export path {str(target)!r} already exists{restored}; pass overwrite=True"
+        )
     if not result.modules:
         raise ValueError(f"merge result of {result.method!r} has no modules to export")
     rows, factors = _truncate_all(result, rank, progress)
@@ -326,7 +343,7 @@ def export_merge(
         overwrite=overwrite,
         extra_files=extra,
     )  # no extra safetensors metadata: safetensors writes several keys in random order
-    return ExportReport(Path(written), rank, report.modules, report.num_params)
+    return ExportReport(Path(written), rank, report.modules, report.num_params, notes)
 
 
 def check_rank(rank: int | None) -> None:
@@ -424,9 +441,35 @@ def model_card(report: ExportReport, recipe: Mapping[str, Any]) -> str:
     for i, item in enumerate(recipe.get("inputs", [])):
         path, sha = item.get("path") or "(in memory)", item.get("sha256") or "(none)"
         lines.append(f"| {i} | {item.get('name', '')} | `{path}` | `{sha}` |")
-    return "\n".join(
-        lines + _data_section(recipe) + [""] + _error_section(report) + [""] + _load_section(recipe)
-    ) + "\n"
+    left_out = _left_out_section(recipe)
+    sections = lines + _data_section(recipe) + [""] + left_out + _error_section(report)
+    return "\n".join(sections + [""] + _load_section(recipe)) + "\n"
+
+
+def _left_out_section(recipe: Mapping[str, Any], shown: int = 20) -> list[str]:
+    """Modules an input had that are not in the merge (missing elsewhere, clashing shapes)."""
+    rows = [
+        (item.get("name", ""), entry["module"], entry["reason"])
+        for item in recipe.get("inputs", [])
+        for entry in item.get("left_out", [])
+    ]
+    if not rows:
+        return []
+    lines = [
+        "## Left out of the merge",
+        "",
+        f"{len(rows)} module(s) of the inputs are not in this adapter: the merge keeps only "
+        "modules every input has, with one shape. The full list is in `recipe.json`.",
+        "",
+        "| adapter | module | why |",
+        "|---|---|---|",
+    ]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[:shown]
+    ]
+    if len(rows) > shown:
+        lines.append(f"| … | {len(rows) - shown} more | see recipe.json |")
+    return lines + [""]
 
 
 def _data_section(recipe: Mapping[str, Any]) -> list[str]:

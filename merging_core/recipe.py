@@ -63,6 +63,10 @@ def recipe_inputs(
 ) -> list[dict[str, str]]:
     """One ``{"name", "path", "sha256"}`` entry per adapter, in task order.
 
+    An adapter with modules that the set leaves out (missing from another adapter, or a shape
+    that clashes) also gets ``"left_out": [{"module", "reason"}, ...]``, so the recipe and the
+    model card record what the merge did not include.
+
     Args:
         adapter_set: the merged adapters; ``Adapter.sha256`` is the hash of its weights file
             (empty for adapters built in memory, which makes the recipe non-replayable).
@@ -74,10 +78,33 @@ def recipe_inputs(
     if paths is not None and len(paths) != len(adapter_set):
         raise ValueError(f"got {len(paths)} paths for {len(adapter_set)} adapters")
     given = list(paths) if paths is not None else [a.source for a in adapter_set]
-    return [
-        {"name": a.name, "path": str(p), "sha256": a.sha256}
-        for a, p in zip(adapter_set, given, strict=True)
-    ]
+    out = []
+    for a, p in zip(adapter_set, given, strict=True):
+        item: dict[str, Any] = {"name": a.name, "path": str(p), "sha256": a.sha256}
+        left_out = left_out_modules(adapter_set, a)
+        if left_out:
+            item["left_out"] = left_out
+        out.append(item)
+    return out
+
+
+def left_out_modules(adapter_set: AdapterSet, adapter: Adapter) -> list[dict[str, str]]:
+    """``[{"module", "reason"}]`` for the modules of ``adapter`` that the merge leaves out."""
+    merged = set(adapter_set.modules)
+    out = []
+    for module, factors in adapter.modules.items():
+        if module in merged:
+            continue
+        missing = [b.name for b in adapter_set if module not in b.modules]
+        if missing:
+            reason = f"missing from {', '.join(missing)}"
+        else:
+            shapes = ", ".join(
+                f"{b.name}: {'x'.join(map(str, b.modules[module].shape))}" for b in adapter_set
+            )
+            reason = f"shapes or layouts differ ({shapes})"
+        out.append({"module": module, "reason": reason, "shape": list(factors.shape)})
+    return out
 
 
 def build_recipe(
@@ -298,8 +325,22 @@ def _check_inputs(inputs: Any) -> list[dict[str, str]]:
             raise ValueError(
                 f"recipe input {i} sha256 must be 64 hex digits, got {item['sha256']!r}"
             )
-        out.append({"name": item["name"], "path": item["path"], "sha256": item["sha256"]})
+        entry = {"name": item["name"], "path": item["path"], "sha256": item["sha256"]}
+        if "left_out" in item:
+            entry["left_out"] = _check_left_out(i, item["left_out"])
+        out.append(entry)
     return out
+
+
+def _check_left_out(i: int, left_out: Any) -> list[dict[str, Any]]:
+    if not isinstance(left_out, list) or not all(
+        isinstance(e, Mapping) and isinstance(e.get("module"), str) for e in left_out
+    ):
+        raise ValueError(
+            f"recipe input {i} left_out must be a list of {{'module', 'reason'}} objects, "
+            f"got {str(left_out)[:80]}"
+        )
+    return [dict(e) for e in left_out]
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:

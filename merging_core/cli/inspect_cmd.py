@@ -53,11 +53,19 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
     """Load one folder and describe it; a refusal becomes ``{"ok": False, "error": ...}``."""
     try:
         adapter = load_adapter(path)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, MemoryError) as err:
+        message = str(err) if isinstance(err, ValueError) else _failure(err, path)
         row = dict.fromkeys(ROW_KEYS)
-        row.update(name=Path(path).name, path=str(path), ok=False, error=str(err), warnings=[])
+        row.update(name=Path(path).name, path=str(path), ok=False, error=message, warnings=[])
         return row
     return adapter_row(adapter)
+
+
+def _failure(err: OSError | MemoryError, path: str | Path) -> str:
+    if isinstance(err, MemoryError):
+        return f"{path}: not enough memory to load this adapter"
+    where = err.filename if err.filename is not None else path
+    return f"{where}: {err.strerror or err or type(err).__name__}"
 
 
 def adapter_row(adapter: Adapter) -> dict[str, Any]:

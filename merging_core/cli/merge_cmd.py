@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -74,6 +76,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Merge or replay; every failure is one line on stderr and exit code 2 (via ``main``).
+
+    Library refusals are ``ValueError``/``KeyError`` already; file-system errors (an unreadable
+    input, a read-only or file-as-parent ``--out``, a full disk) and running out of memory are
+    turned into a ``ValueError`` naming the file and the problem, never a traceback.
+    """
+    try:
+        return _run(args)
+    except OSError as err:
+        raise ValueError(os_error_message(err, out=args.out)) from None
+    except MemoryError:
+        raise ValueError(
+            "not enough memory to finish; try fewer adapters or a lower --rank"
+        ) from None
+
+
+def os_error_message(err: OSError, *, out: Path | None = None) -> str:
+    """``"<file>: <problem>"`` for an ``OSError``; temp folders of a save are named as ``out``."""
+    problem = err.strerror or str(err) or type(err).__name__
+    where = err.filename
+    if where is None:
+        return f"cannot write {out}: {problem}" if out is not None else problem
+    name = Path(os.fsdecode(where)).name
+    if out is not None and name.startswith(f".{out.name}.") and ("tmp-" in name or "old-" in name):
+        where = out
+    target = f" -> {err.filename2}" if err.filename2 is not None else ""
+    return f"{os.fsdecode(where)}{target}: {problem}"
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"--out {str(args.out)!r} already exists; pass --overwrite to replace it")
     check_rank(args.rank)
@@ -129,7 +161,7 @@ def _replay(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportRepor
     ]
     if clashes:
         raise ValueError(f"--recipe fixes the merge; drop {', '.join(clashes)}")
-    recipe = parse_recipe(args.recipe.read_text(encoding="utf-8"), source=str(args.recipe))
+    recipe = parse_recipe(_read_recipe_text(args.recipe), source=str(args.recipe))
     _notes([f"{note}; the replay may not be bit-exact" for note in version_differences(recipe)])
     needs = bool(recipe.get("task_data"))
     bundle = _bundle(args.bundle, needed=needs, method=recipe["method"])
@@ -165,6 +197,22 @@ def _adapters(dirs: list[str], bundle: Any) -> tuple[AdapterSet, list[str]]:
         raise ValueError("merge needs at least one adapter folder DIR (or --bundle)")
     adapters = bundle.adapter_set()
     return adapters, [a.source for a in adapters]
+
+
+MAX_RECIPE_BYTES = 16 * 2**20
+
+
+def _read_recipe_text(path: Path) -> str:
+    """The recipe file's text; a folder, FIFO or device (or a huge file) is refused unread."""
+    mode = path.stat().st_mode  # FileNotFoundError / PermissionError name the file
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"--recipe {path}: not a regular file (a folder, FIFO or device?)")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ValueError(f"--recipe {path}: over {MAX_RECIPE_BYTES // 2**20} MiB, not a recipe")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--recipe {path}: not UTF-8 text ({err.reason})") from None
 
 
 def parse_sets(info: MethodInfo, sets: list[str]) -> dict[str, Any]:
@@ -214,6 +262,7 @@ def _part(progress: Progress | None, start: float, width: float) -> Progress | N
 
 
 def _print(report: ExportReport, summary: dict[str, Any], *, as_json: bool) -> None:
+    _notes(list(report.notes))
     if as_json:
         print(json.dumps({**summary, "report": report.to_dict()}, indent=2, ensure_ascii=False))
         return
