@@ -1,12 +1,14 @@
 """Running merges from the app: cached per session by content, with a progress bar.
 
-Merge results hold tensors, so they are kept in a small per-session LRU (in session state) keyed
-by the adapter set's content key, the method, its parameters and the seed; they are never mutated
-after creation. (``st.cache_resource`` cannot be used: the progress bar is drawn from inside.)
+Data-free merges are fast: they run in the session's own thread and are kept in a small
+per-session LRU keyed by the adapter set's content key, the method, its parameters and the seed.
+Data-driven merges (TARA, AdaMerging) go to the server's one job queue (:mod:`app_support.jobs`),
+which runs them one at a time and lets their page show progress, a time estimate and a Stop.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -16,6 +18,7 @@ import streamlit as st
 import torch
 
 from app_support import state
+from app_support.jobs import Job, server_queue
 from app_support.library import device_label
 from app_support.session_cache import progress_bar, remember
 from merging_core.adapters import AdapterSet
@@ -23,8 +26,9 @@ from merging_core.merge import MergedModule, MergeResult, merge
 from merging_core.methods import get_method
 
 Progress = Callable[[float, str], None]
-WARM_TAG = "preference"  # registry tag of methods whose function accepts ``init_phi``
-WARM_KEY = "phi"  # where such a result keeps its learned coefficients
+WARM_TAG = "preference"  # registry tag of methods that can start from a previous run's state
+WARM_KEY = "phi"  # where an older result keeps its learned coefficients (before result.state)
+NEW_API = "should_stop" in inspect.signature(merge).parameters
 
 
 def params_key(params: Mapping[str, Any]) -> str:
@@ -39,55 +43,110 @@ def run_with_progress(
     params: Mapping[str, Any],
     *,
     seed: int = 0,
-    context: Any = None,
 ) -> MergeResult:
-    """Run (or fetch) a merge while a progress bar names the device it runs on.
-
-    Methods tagged ``preference`` (TARA) are warm-started from the coefficients of this
-    session's previous run of the same method on the same adapters (``extras["phi"]``).
-    """
-    report, done = progress_bar(f"Merging on {device_label()}:")
-    warm = warm_start_for(method, set_key)
-    key = (set_key, method, params_key(params), int(seed), context is not None, warm[0])
+    """Run (or fetch) a data-free merge in this session's thread under a progress bar."""
+    info = get_method(method)
+    report, done = progress_bar(f"{info.pretty_name} on {device_label()}:")
+    key = (set_key, method, params_key(params), int(seed))
     try:
-        result = remember(
-            "merge",
-            key,
-            lambda: _merge(adapter_set, method, params, seed, context, report, warm[1]),
-        )
+        return remember(
+            "merge", key, lambda: call_merge(adapter_set, method, params, seed=seed,
+                                             progress=report),
+        )  # fmt: skip
     finally:
         done()
-    if isinstance(result.extras.get(WARM_KEY), Mapping):
-        store = st.session_state[state.WARM_START]
-        store[(method, set_key)] = (warm[0] + 1, result.extras[WARM_KEY])
-    return result
 
 
-def warm_start_for(method: str, set_key: str) -> tuple[int, Mapping[str, Any] | None]:
-    """(generation, coefficients) of the last warm-startable run, or (0, None)."""
+def submit_run(
+    adapter_set: AdapterSet,
+    set_key: str,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    seed: int,
+    task_data: Any,
+) -> Job:
+    """Queue a data-driven merge on the server's queue, warm-started from this session's last run.
+
+    The job's key is ``(set_key, method, params, seed)`` so the page can tell whether the settings
+    on screen are the ones running; its result is a :class:`MergeResult` (partial when stopped).
+    """
+    info = get_method(method)
+    generation, warm = warm_start_for(method, set_key)
+    key = run_key(set_key, method, params, seed)
+
+    def work(progress: Progress, should_stop: Callable[[], bool]) -> MergeResult:
+        return call_merge(
+            adapter_set,
+            method,
+            params,
+            seed=seed,
+            progress=progress,
+            task_data=task_data,
+            warm_start=warm,
+            should_stop=should_stop,
+        )
+
+    label = f"{info.pretty_name} on {len(adapter_set)} adapters"
+    job = server_queue().submit(key, label, work, stop_in_progress=not NEW_API)
+    job.meta.update(generation=generation, steps=params.get("steps"), set_key=set_key)
+    return job
+
+
+def run_key(set_key: str, method: str, params: Mapping[str, Any], seed: int) -> tuple:
+    """What a run computes, without its warm start: equal keys = the same settings on screen."""
+    return (set_key, method, params_key(params), int(seed))
+
+
+def remember_warm_start(method: str, set_key: str, result: MergeResult, generation: int) -> None:
+    """Keep ``result``'s learned state as the next run's starting point."""
+    learned = learned_state(result)
+    if learned is not None and WARM_TAG in get_method(method).tags:
+        st.session_state[state.WARM_START][(method, set_key)] = (generation + 1, learned)
+
+
+def learned_state(result: MergeResult) -> Any:
+    """The learned state of a data-driven result (φ / λ), or None."""
+    learned = getattr(result, "state", None)
+    if learned:
+        return learned
+    phi = result.extras.get(WARM_KEY)
+    return phi if isinstance(phi, Mapping) else None
+
+
+def warm_start_for(method: str, set_key: str) -> tuple[int, Any]:
+    """(generation, learned state) of the last warm-startable run, or (0, None)."""
     if WARM_TAG not in get_method(method).tags:
         return 0, None
     return st.session_state[state.WARM_START].get((method, set_key), (0, None))
 
 
-def _merge(adapter_set, method, params, seed, context, report, init_phi) -> MergeResult:
-    if init_phi is None:
-        return merge(
-            adapter_set, method, seed=int(seed), progress=report, context=context, **params
-        )
-    # Same as merging_core.merge.merge, plus the warm start its registered function forwards.
+def call_merge(
+    adapter_set: AdapterSet,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+    task_data: Any = None,
+    warm_start: Any = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> MergeResult:
+    """``merging_core.merge.merge`` with the data-driven extras when the method takes them."""
+    if NEW_API:
+        extra = {"task_data": task_data, "warm_start": warm_start, "should_stop": should_stop}
+        return merge(adapter_set, method, seed=int(seed), progress=progress, **extra, **params)
+    if warm_start is None:
+        return merge(adapter_set, method, seed=int(seed), progress=progress, context=task_data,
+                     **params)  # fmt: skip
+    # Older library: the registered function forwards ``init_phi``; stop comes from ``progress``.
     info = get_method(method)
     checked = info.validate_params(params)
     generator = torch.Generator().manual_seed(int(seed))
-    raw = info.fn(
-        adapter_set,
-        context=context,
-        generator=generator,
-        progress=report,
-        init_phi=init_phi,
-        **checked,
-    )
-    return replace(raw, method=info.name, params=checked, seed=int(seed))
+    raw = info.fn(adapter_set, context=task_data, generator=generator, progress=progress,
+                  init_phi=warm_start, **checked)  # fmt: skip
+    return replace(raw, method=info.name, params=checked, seed=int(seed),
+                   adapter_names=tuple(adapter_set.names))  # fmt: skip
 
 
 def identity_error(adapter_set: AdapterSet, name: str) -> float:

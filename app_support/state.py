@@ -14,11 +14,14 @@ BUNDLE_NAME = "bundle_name"  # str: the sample bundle the app opens on ("" = non
 USE_BUNDLE = "use_bundle"  # bool: include the bundle's adapters in the working set
 USER_ADAPTERS = "user_adapters"  # list[Adapter]: adapters the user loaded (path or upload)
 LOAD_MESSAGES = "load_messages"  # list[str]: refusals of the last load attempt, shown as errors
-SELECTED = "selected_adapters"  # list[str]: adapter names in the working set (task order)
+SELECTED = "selected_adapters"  # list[str] | None: names in the working set (None = all loaded)
 MERGE_RESULT = "merge_result"  # MergeResult | None: the latest merge, used by Export
 MERGE_RECIPE = "merge_recipe"  # dict | None: method, params, seed, adapters of MERGE_RESULT
 WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm start of next run)
 PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
+ACTIVE_RUN = "active_run"  # Job | None: this session's data-driven run (queued, running or done)
+PREVIOUS_SELECTION = "previous_selection"  # dict | None: {"selection", "count"} before a narrowing
+REPLAY = "merge.replay"  # dict | None: a data-driven point to re-run once on the Merge page
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
 TRADEOFF_CLICK = "tradeoff_click"  # str: the last chart selection already acted upon
 EXPORT_DIR = "export_dir"  # str: last export folder
@@ -40,9 +43,13 @@ _DEFAULTS: dict[str, Any] = {
     MERGE_RESULT: None,
     MERGE_RECIPE: None,
     PENDING_SETTINGS: None,
+    ACTIVE_RUN: None,
+    SELECTED: None,
+    PREVIOUS_SELECTION: None,
+    REPLAY: None,
     EXPORT_DIR: "",
 }
-_FACTORIES = {USER_ADAPTERS: list, SELECTED: list, WARM_START: dict, TRADEOFF_POINTS: dict}
+_FACTORIES = {USER_ADAPTERS: list, WARM_START: dict, TRADEOFF_POINTS: dict}
 
 
 def init_state() -> None:
@@ -55,7 +62,11 @@ def init_state() -> None:
             st.session_state[key] = factory()
 
 
-def param_key(method: str, param: str, index: int | None = None) -> str:
-    """Widget key of one method parameter (``merge.<method>.<param>[.<index>]``), URL-safe."""
+def param_key(method: str, param: str, adapter: str | None = None) -> str:
+    """Widget key of one method parameter: ``merge.<method>.<param>[.<adapter name>]``.
+
+    Per-adapter values (a ``weights`` parameter) are keyed by the adapter's *name*, never by its
+    position, so a value set for one adapter stays with it when the selection changes.
+    """
     base = f"merge.{method}.{param}"
-    return base if index is None else f"{base}.{index}"
+    return base if adapter is None else f"{base}.{adapter}"

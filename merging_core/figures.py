@@ -18,26 +18,35 @@ FONT_SIZE = 14
 HEATMAP_MAX_CELLS = 40_000  # beyond this heatmaps are block-averaged (websocket size, speed)
 HEATMAP_MAX_ROWS = 200  # rows are only averaged beyond this many (tasks stay separate)
 SERIES_COLORS = tuple(pc.qualitative.Plotly) + tuple(pc.qualitative.Dark24)  # 34 distinct
-LEGEND_ON_TOP_MAX = 4  # with more series the legend goes under the plot (never over the title)
+LEGEND_PER_ROW = 3  # legend entries per row assumed when sizing the band under the plot
 BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 
 
 def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
-    named = sum(1 for trace in fig.data if trace.name)
-    if named > LEGEND_ON_TOP_MAX:  # many series: below the axis title, rows wrap
-        legend = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0}
-        height += 30 * math.ceil(named / 4)
-    else:
-        legend = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0}
+    """Title top-left, legend in its own band *under* the plot (never over the title at any
+    width: a top legend that wraps on a narrow screen grows upwards into the title)."""
+    named = sum(1 for trace in fig.data if trace.name and trace.showlegend is not False)
+    rows = math.ceil(named / LEGEND_PER_ROW) if named > 1 else 0
+    legend = {"orientation": "h", "yanchor": "top", "y": -0.12, "yref": "paper",
+              "xanchor": "left", "x": 0.0, "font": {"size": FONT_SIZE - 1}}  # fmt: skip
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left"},
+        title={
+            "text": title,
+            "x": 0.0,
+            "xanchor": "left",
+            "automargin": True,
+            "yref": "container",
+            "y": 0.98,
+            "yanchor": "top",
+        },  # fmt: skip
         font={"size": FONT_SIZE},
-        height=height,
-        margin={"l": 70, "r": 30, "t": 60, "b": 60},
+        height=height + 28 * rows,
+        margin={"l": 70, "r": 30, "t": 70, "b": 50},
         uirevision="constant",
+        showlegend=named > 1,
         legend=legend,
     )
-    fig.update_xaxes(title_text=x_title, automargin=True)
+    fig.update_xaxes(title_text=x_title, automargin=True, title_standoff=8)
     fig.update_yaxes(title_text=y_title, automargin=True)
     return fig
 
@@ -68,6 +77,7 @@ def task_bars(
     reference_line: float | None = None,
     x_title: str = "task",
     log_y: bool = False,
+    value_labels: bool = False,
     height: int = 420,
 ) -> go.Figure:
     """Grouped bars: one group per task, one bar per series (merged, TA, individual, ...).
@@ -78,6 +88,7 @@ def task_bars(
         reference_line: draw a dashed horizontal line at this value (e.g. 100 %).
         x_title: what the groups are (default "task").
         log_y: logarithmic y axis with powers of ten.
+        value_labels: print each bar's value on it (one decimal).
         height: pixels.
     """
     tasks = _ordered_keys(series.values())
@@ -92,10 +103,14 @@ def task_bars(
             y=ys,
             marker_color=SERIES_COLORS[i % len(SERIES_COLORS)],
             hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>",
+            texttemplate="%{y:.1f}" if value_labels else None,
+            textposition="outside" if value_labels else None,
+            textfont={"size": FONT_SIZE - 4} if value_labels else None,
+            cliponaxis=False,
         )
     if reference_line is not None:
         fig.add_hline(y=reference_line, line_dash="dash", line_color="#888")
-    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_layout(barmode="group", bargap=0.25, uniformtext={"minsize": 8, "mode": "show"})
     if log_y:
         fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height)

@@ -8,7 +8,7 @@ from app_support.evaluation import current_bundle
 from app_support.library import feature, needs
 from app_support.session_cache import progress_bar
 from app_support.settings import request_settings
-from app_support.workset import require_task_context, require_working_set
+from app_support.workset import narrow_selection, require_task_context, require_working_set
 
 ERRORS = (ValueError, KeyError, TypeError)
 
@@ -91,6 +91,13 @@ if st.button("Open this point on the Merge page", key="tradeoff.open"):
     picked = result.points[choice]
 if picked is not None:
     method, params = tv.merge_settings(picked, used)
-    request_settings(method, params)
-    st.session_state[state.SELECTED] = list(pair)
+    request_settings(
+        method,
+        params,
+        adapters=pair,
+        seed=getattr(picked, "seed", 0),
+        warm_start=getattr(picked, "warm_start", None),
+        source="the trade-off point",
+    )
+    narrow_selection(pair)
     st.switch_page("pages/merge.py")

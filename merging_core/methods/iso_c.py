@@ -188,6 +188,7 @@ def _to_module(
 @register_method(
     name="iso_c",
     pretty_name="Iso-C (isotropic merge)",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url=PAPER_URL,
     space="factors",
     params=(MODE, SCALING),
@@ -215,6 +216,7 @@ def iso_c(
 @register_method(
     name="iso_cts",
     pretty_name="Iso-CTS (common + task-specific isotropic merge)",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url=PAPER_URL,
     space="factors",
     params=(

@@ -37,6 +37,7 @@ def adapter_weights(weights: Sequence[float] | None, count: int) -> list[float]:
 @register_method(
     name="task_arithmetic",
     pretty_name="Task Arithmetic",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url="https://arxiv.org/abs/2212.04089",
     space="factors",
     params=(

@@ -207,6 +207,7 @@ def dense_result(
 @register_method(
     name="ties",
     pretty_name="TIES-Merging",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url="https://arxiv.org/abs/2306.01708",
     space="delta",
     params=(

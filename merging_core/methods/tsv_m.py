@@ -172,6 +172,7 @@ def _merge_module(
 @register_method(
     name="tsv_m",
     pretty_name="TSV-M (Task Singular Vectors)",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url="https://arxiv.org/abs/2412.00081",
     space="factors",
     params=(

@@ -77,12 +77,53 @@ class TestSimplex:
             widgets.log_grid(0.0, 1.0)
 
 
-def test_widget_values_spread_weights_and_snap_log_params():
+def test_widget_values_spread_weights_by_name_and_snap_log_params():
     values = widget_values(get_method("tara_b"), {"rho": [0.2, 0.8], "alpha": 0.9}, ["a", "b"])
-    assert values[param_key("tara_b", "rho", 0)] == 0.2
-    assert values[param_key("tara_b", "rho", 1)] == 0.8
+    assert values[param_key("tara_b", "rho", "a")] == 0.2
+    assert values[param_key("tara_b", "rho", "b")] == 0.8
     assert values[param_key("tara_b", "alpha")] in widgets.log_grid(0.001, 1000.0)
     assert values[param_key("tara_b", "alpha")] == pytest.approx(1.0, rel=0.2)
+
+
+def test_widget_values_shown_adapters_without_a_value_get_the_default():
+    info = get_method("task_arithmetic")
+    values = widget_values(info, {"weights": [0.5]}, ["b"], shown=["a", "b"])
+    assert values == {param_key("task_arithmetic", "weights", "a"): 1.0,
+                      param_key("task_arithmetic", "weights", "b"): 0.5}  # fmt: skip
+    with pytest.raises(KeyError, match="no parameter"):
+        widget_values(info, {"density": 0.5}, ["a"])
+
+
+def test_count_grid_and_param_grid_keep_the_default():
+    assert widgets.count_grid(0, 5000, 250) == [
+        0, 1, 2, 5, 10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000]  # fmt: skip
+    scale = get_method("tara_b").param("entropy_scale")
+    assert scale.default in widgets.param_grid(scale)
+
+
+def test_job_queue_runs_in_order_and_stops(monkeypatch):
+    import threading
+
+    from app_support.jobs import JobQueue
+
+    queue, gate = JobQueue(), threading.Event()
+
+    def slow(progress, should_stop):
+        for i in range(1000):
+            gate.wait(0.01)
+            progress(i / 1000, f"step {i}")
+        return "never"
+
+    first = queue.submit("a", "first", slow)
+    second = queue.submit("b", "second", lambda p, s: "done")
+    while first.status == "queued":
+        gate.wait(0.01)
+    assert queue.ahead_of(second) == 1
+    first.cancel()  # stops at its next progress report
+    while not second.finished_:
+        gate.wait(0.01)
+    assert (first.status, first.result) == ("stopped", None)
+    assert (second.status, second.result) == ("done", "done")
 
 
 class FakeUpload:

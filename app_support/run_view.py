@@ -1,0 +1,62 @@
+"""The status panel of a queued data-driven run: waiting / progress, speed, time left, Stop.
+
+The panel is a fragment that redraws itself every ``POLL_S`` seconds while the job is unfinished
+and asks for a full rerun once it ends, so the page shows the result. Pure text helpers are
+separate so they can be tested without Streamlit.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app_support.jobs import FINISHED, QUEUED, Job, server_queue
+
+POLL_S = 0.5
+STOP_KEY = "merge.stop"
+
+
+def duration(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def describe(job: Job, ahead: int) -> str:
+    """One line in plain words for the job's state."""
+    if job.status == QUEUED:
+        runs = "run" if ahead == 1 else "runs"
+        return (f"Waiting for {ahead} {runs} ahead of yours (the server runs one at a time)."
+                if ahead else "Starting…")  # fmt: skip
+    steps = job.meta.get("steps")
+    rate, left = job.rate_and_eta(steps)
+    if not steps:
+        return f"{job.label}: {100 * job.fraction:.0f} % done."
+    done = int(round(job.fraction * steps))
+    text = f"{job.label}: step {done} of {steps}"
+    if rate is not None:
+        text += f" · {rate:.1f} steps/s · about {duration(left)} left"
+    return text + "."
+
+
+def status_panel(job: Job) -> None:
+    """Progress of ``job`` with a Stop button; reruns the app when the job has finished."""
+
+    @st.fragment(run_every=POLL_S)
+    def panel() -> None:
+        if st.session_state.get(STOP_KEY):
+            job.cancel()
+        if job.status in FINISHED:
+            st.rerun()
+        ahead = server_queue().ahead_of(job)
+        text = describe(job, ahead)
+        if job.cancelled:
+            text = "Stopping at the end of the current step…"
+        st.progress(job.fraction, text=text)
+        st.button("Stop", key=STOP_KEY, disabled=job.cancelled,
+                  help="End the run now; the merge learned so far is kept.")  # fmt: skip
+
+    panel()
