@@ -6,8 +6,8 @@ parameters, so the Merge page's settings can be shared as a link.
 
 A ``weights`` parameter is shown as one slider per adapter, keyed by the adapter's name (a
 value follows its adapter through selection changes, the URL and the recipe). It is kept on the
-probability simplex (moving one slider rescales the others) when the method tags it ``simplex:<name>`` or the
-parameter is called ``rho``/``preference`` (a task-preference vector).
+probability simplex (moving one slider rescales the others) when the method tags it
+``simplex:<name>`` or the parameter is called ``rho``/``preference`` (a task-preference vector).
 """
 
 from __future__ import annotations
