@@ -167,6 +167,57 @@ def heatmap(
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height or auto_height)
 
 
+def heatmap_pair(
+    matrices: Mapping[str, Sequence[Sequence[float]] | np.ndarray],
+    *,
+    labels: Sequence[str],
+    title: str,
+    axis_title: str,
+    colorbar_title: str = "",
+    zrange: tuple[float, float] | None = None,
+    height: int = 460,
+) -> go.Figure:
+    """Two (or more) square heatmaps side by side in one figure with one shared colour bar.
+
+    One figure instead of one per column keeps each panel wide on a narrow screen (two figures in
+    two columns each lose room to their own colour bar and tick labels).
+
+    Args:
+        matrices: panel title -> ``(len(labels), len(labels))`` matrix.
+        labels: row and column labels (the same for every panel).
+        zrange: colour range shared by the panels (default: their min and max).
+
+    Raises:
+        ValueError: a matrix shape does not match the labels.
+    """
+    from plotly.subplots import make_subplots
+
+    panels = {k: np.asarray(v, dtype=float) for k, v in matrices.items()}
+    if not panels or any(z.size == 0 for z in panels.values()):
+        return empty_figure("Nothing to show", title=title, height=height)
+    for name, z in panels.items():
+        if z.shape != (len(labels), len(labels)):
+            raise ValueError(f"panel {name!r} has shape {z.shape}, labels give {len(labels)}")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels),
+                        horizontal_spacing=0.08)  # fmt: skip
+    low, high = zrange or (min(float(np.nanmin(z)) for z in panels.values()),
+                           max(float(np.nanmax(z)) for z in panels.values()))  # fmt: skip
+    show = len(labels) <= 10
+    for i, z in enumerate(panels.values(), start=1):
+        fig.add_trace(go.Heatmap(
+            z=z, x=list(labels), y=list(labels), coloraxis="coloraxis",
+            texttemplate="%{z:.2f}" if show else None, textfont={"size": FONT_SIZE - 4},
+            hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+        ), row=1, col=i)  # fmt: skip
+        fig.update_yaxes(autorange="reversed", type="category", row=1, col=i,
+                         showticklabels=i == 1)  # fmt: skip
+        fig.update_xaxes(type="category", tickangle=-45, row=1, col=i)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": low, "cmax": high,
+                                 "colorbar": {"title": {"text": colorbar_title}}})  # fmt: skip
+    fig.update_annotations(font={"size": FONT_SIZE - 1})
+    return _layout(fig, title=title, x_title="", y_title=axis_title, height=height)
+
+
 def _downsample(
     z: np.ndarray, x_labels: list[str], y_labels: list[str]
 ) -> tuple[np.ndarray, list[str], list[str], int]:
