@@ -18,20 +18,24 @@ FONT_SIZE = 14
 HEATMAP_MAX_CELLS = 40_000  # beyond this heatmaps are block-averaged (websocket size, speed)
 HEATMAP_MAX_ROWS = 200  # rows are only averaged beyond this many (tasks stay separate)
 SERIES_COLORS = tuple(pc.qualitative.Plotly) + tuple(pc.qualitative.Dark24)  # 34 distinct
-LEGEND_PER_ROW = 3  # legend entries per row assumed when sizing the band under the plot
+LEGEND_PER_ROW = 2  # legend entries per row assumed when sizing the band under the plot
+LEGEND_ROW_PX = 26  # height of one legend row
+TITLE_WRAP = 64  # characters; longer titles break onto a second line (narrow screens)
 BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 
 
 def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
-    """Title top-left, legend in its own band *under* the plot (never over the title at any
-    width: a top legend that wraps on a narrow screen grows upwards into the title)."""
+    """Title top-left, legend in its own band at the bottom of the figure, under the axis title
+    and tick labels (a top legend that wraps on a narrow screen grows into the title; one just
+    under the axis collides with rotated tick labels). Long titles wrap onto two lines."""
     named = sum(1 for trace in fig.data if trace.name and trace.showlegend is not False)
     rows = math.ceil(named / LEGEND_PER_ROW) if named > 1 else 0
-    legend = {"orientation": "h", "yanchor": "top", "y": -0.12, "yref": "paper",
+    band = LEGEND_ROW_PX * rows
+    legend = {"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0,
               "xanchor": "left", "x": 0.0, "font": {"size": FONT_SIZE - 1}}  # fmt: skip
     fig.update_layout(
         title={
-            "text": title,
+            "text": wrap_title(title),
             "x": 0.0,
             "xanchor": "left",
             "automargin": True,
@@ -40,8 +44,8 @@ def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: i
             "yanchor": "top",
         },  # fmt: skip
         font={"size": FONT_SIZE},
-        height=height + 28 * rows,
-        margin={"l": 70, "r": 30, "t": 70, "b": 50},
+        height=height + band,
+        margin={"l": 70, "r": 30, "t": 70, "b": 40 + band},
         uirevision="constant",
         showlegend=named > 1,
         legend=legend,
@@ -49,6 +53,14 @@ def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: i
     fig.update_xaxes(title_text=x_title, automargin=True, title_standoff=8)
     fig.update_yaxes(title_text=y_title, automargin=True)
     return fig
+
+
+def wrap_title(title: str, width: int = TITLE_WRAP) -> str:
+    """Break a long title once, at the last space before ``width`` characters (``<br>``)."""
+    if len(title) <= width or "<br>" in title:
+        return title
+    cut = title.rfind(" ", 0, width)
+    return title if cut <= 0 else f"{title[:cut]}<br>{title[cut + 1 :]}"
 
 
 def empty_figure(message: str, *, title: str = "", height: int = 320) -> go.Figure:
@@ -127,9 +139,14 @@ def heatmap(
     colorbar_title: str = "",
     midpoint: float | None = None,
     show_values: bool | None = None,
+    symlog: bool = False,
     height: int | None = None,
 ) -> go.Figure:
     """A labelled heatmap ``(len(y_labels), len(x_labels))``; diverging colours when ``midpoint``.
+
+    ``symlog``: colour by ``sign(z)·log10(1 + |z|/c)`` (``c`` = the 10th percentile of the
+    non-zero ``|z|``), so values spanning decades all show while zero stays white; the colour
+    bar is labelled in the original units and hover shows the true value.
 
     Large matrices are block-averaged down to about ``HEATMAP_MAX_CELLS`` cells, columns first
     (labels of merged blocks are the first label of each block; the title says so). Values are
@@ -149,15 +166,22 @@ def heatmap(
     if factor > 1:
         title = f"{title} (each column: mean of {factor} {x_title}s)"
     show = z.size <= 150 if show_values is None else show_values
+    colour, colorbar = z, {"title": {"text": colorbar_title}}
+    if symlog:
+        colour, ticks = symlog_scale(z)
+        colorbar.update(tickvals=ticks[0], ticktext=ticks[1])
+        midpoint = 0.0
     trace = go.Heatmap(
-        z=z,
+        z=colour,
+        customdata=z,
         x=list(x_labels),
         y=list(y_labels),
         colorscale="RdBu_r" if midpoint is not None else "Viridis",
         zmid=midpoint,
-        colorbar={"title": {"text": colorbar_title}},
-        texttemplate="%{z:.2f}" if show else None,
-        hovertemplate=f"{y_title}: %{{y}}<br>{x_title}: %{{x}}<br>value: %{{z:.3g}}<extra></extra>",
+        colorbar=colorbar,
+        texttemplate="%{customdata:.2f}" if show else None,
+        hovertemplate=f"{y_title}: %{{y}}<br>{x_title}: %{{x}}<br>"
+        "value: %{customdata:.3g}<extra></extra>",
     )
     fig = go.Figure(trace)
     fig.update_yaxes(autorange="reversed", type="category")
@@ -165,6 +189,21 @@ def heatmap(
     rows = z.shape[0]
     auto_height = min(900, max(320, 80 + 28 * rows))
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height or auto_height)
+
+
+def symlog_scale(z: np.ndarray) -> tuple[np.ndarray, tuple[list[float], list[str]]]:
+    """``sign(z)·log10(1 + |z|/c)`` and colour-bar ticks (positions, labels in original units)."""
+    magnitude = np.abs(z[np.isfinite(z)])
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size == 0:
+        return z, ([0.0], ["0"])
+    c = float(np.percentile(nonzero, 10))
+    scaled = np.sign(z) * np.log10(1.0 + np.abs(z) / c)
+    top = float(nonzero.max())
+    decades = [c * 10.0**k for k in range(int(np.floor(np.log10(top / c))) + 1)]
+    values = sorted({0.0, *decades, *(-d for d in decades)})
+    positions = [float(np.sign(v) * np.log10(1.0 + abs(v) / c)) for v in values]
+    return scaled, (positions, [f"{v:.1g}" for v in values])
 
 
 def heatmap_pair(

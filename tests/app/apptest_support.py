@@ -127,6 +127,19 @@ class FakeBundle:
         return out
 
 
+def plotly_array(z) -> np.ndarray:
+    """A Plotly array as numpy: plain nested lists, or the typed-array form ``{dtype, bdata}``."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(z, dict):
+        flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
+        shape = [int(n) for n in str(z.get("shape", flat.size)).split(",")]
+        return flat.reshape(shape)
+    return np.asarray(z, dtype=float)
+
+
 def seed_state(at, adapters: list[Adapter], **extra) -> None:
     """Seed an AppTest with user adapters and no bundle (the bundle is tested on its own)."""
     at.session_state[state.BUNDLE_NAME] = ""

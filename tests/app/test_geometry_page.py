@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
-import numpy as np
 import pytest
 import torch
+from apptest_support import plotly_array
 
 from app_support import geometry_view as gv
 from merging_core.adapters import layer_key
@@ -35,7 +34,7 @@ def test_effective_rank_per_adapter_and_layer(page, adapters):
     expected = sum(
         float(effective_rank(torch.linalg.svdvals(adapters[1].delta(m).double()))) for m in mods
     ) / len(mods)
-    assert matrix(trace["z"])[1][1] == pytest.approx(expected, rel=1e-4)
+    assert plotly_array(trace["z"])[1][1] == pytest.approx(expected, rel=1e-4)
 
 
 def test_coverage_per_module_type_and_sign_chart_on_demand(page):
@@ -53,14 +52,6 @@ def test_table_shows_chosen_columns_and_the_rest_on_demand(page):
     assert "erank_B_stack" not in table.columns
     page.multiselect(key="geometry.columns").set_value(["erank_B_stack"]).run()
     assert "erank_B_stack" in page.dataframe[0].value.columns
-
-
-def matrix(z) -> np.ndarray:
-    """A Plotly array as numpy: plain nested lists, or the typed-array form ``{dtype, bdata}``."""
-    if isinstance(z, dict):
-        flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
-        return flat.reshape([int(n) for n in str(z["shape"]).split(",")])
-    return np.asarray(z, dtype=float)
 
 
 def _titles(at) -> list[str]:
