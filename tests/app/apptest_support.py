@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,10 +131,6 @@ class FakeBundle:
 
 def plotly_array(z) -> np.ndarray:
     """A Plotly array as numpy: plain nested lists, or the typed-array form ``{dtype, bdata}``."""
-    import base64
-
-    import numpy as np
-
     if isinstance(z, dict):
         flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
         shape = [int(n) for n in str(z.get("shape", flat.size)).split(",")]
