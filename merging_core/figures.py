@@ -20,32 +20,38 @@ HEATMAP_MAX_ROWS = 200  # rows are only averaged beyond this many (tasks stay se
 SERIES_COLORS = tuple(pc.qualitative.Plotly) + tuple(pc.qualitative.Dark24)  # 34 distinct
 LEGEND_PER_ROW = 2  # legend entries per row assumed when sizing the band under the plot
 LEGEND_ROW_PX = 26  # height of one legend row
-TITLE_WRAP = 64  # characters; longer titles break onto a second line (narrow screens)
+SYMLOG_TICKS = 3  # colour-bar ticks per sign on a symmetric log scale
+TITLE_WRAP = 56  # characters; a longer title's "(…)" tail moves to its subtitle
 BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 
 
 def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
     """Title top-left, legend in its own band at the bottom of the figure, under the axis title
     and tick labels (a top legend that wraps on a narrow screen grows into the title; one just
-    under the axis collides with rotated tick labels). Long titles wrap onto two lines."""
+    under the axis collides with rotated tick labels). Long titles put their "(…)" in a subtitle."""
     named = sum(1 for trace in fig.data if trace.name and trace.showlegend is not False)
     rows = math.ceil(named / LEGEND_PER_ROW) if named > 1 else 0
     band = LEGEND_ROW_PX * rows
+    head, sub = split_title(title)
     legend = {"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0,
               "xanchor": "left", "x": 0.0, "font": {"size": FONT_SIZE - 1}}  # fmt: skip
     fig.update_layout(
         title={
-            "text": wrap_title(title),
+            "text": head,
+            "subtitle": {"text": sub, "font": {"size": FONT_SIZE - 2}},
+            "font": {"size": FONT_SIZE + 1},
             "x": 0.0,
             "xanchor": "left",
+            "xref": "container",
+            "yref": "paper",
+            "y": 1.0,
+            "yanchor": "bottom",
             "automargin": True,
-            "yref": "container",
-            "y": 0.98,
-            "yanchor": "top",
-        },  # fmt: skip
+            "pad": {"b": 14, "l": 8},
+        },
         font={"size": FONT_SIZE},
         height=height + band,
-        margin={"l": 70, "r": 30, "t": 70, "b": 40 + band},
+        margin={"l": 70, "r": 30, "t": 30, "b": 40 + band},
         uirevision="constant",
         showlegend=named > 1,
         legend=legend,
@@ -55,12 +61,16 @@ def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: i
     return fig
 
 
-def wrap_title(title: str, width: int = TITLE_WRAP) -> str:
-    """Break a long title once, at the last space before ``width`` characters (``<br>``)."""
-    if len(title) <= width or "<br>" in title:
-        return title
-    cut = title.rfind(" ", 0, width)
-    return title if cut <= 0 else f"{title[:cut]}<br>{title[cut + 1 :]}"
+def split_title(title: str, width: int = TITLE_WRAP) -> tuple[str, str]:
+    """(title, subtitle): a long title's parenthesised tail becomes its subtitle.
+
+    Plotly neither wraps titles nor places multi-line ones reliably (the first line is clipped
+    on narrow screens), so the explanation goes to the subtitle line it lays out itself.
+    """
+    if len(title) <= width or " (" not in title:
+        return title, ""
+    head, tail = title.split(" (", 1)
+    return head, f"({tail}"
 
 
 def empty_figure(message: str, *, title: str = "", height: int = 320) -> go.Figure:
@@ -167,6 +177,7 @@ def heatmap(
         title = f"{title} (each column: mean of {factor} {x_title}s)"
     show = z.size <= 150 if show_values is None else show_values
     colour, colorbar = z, {"title": {"text": colorbar_title}}
+    text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.3g}")(z) if show else None
     if symlog:
         colour, ticks = symlog_scale(z)
         colorbar.update(tickvals=ticks[0], ticktext=ticks[1])
@@ -179,7 +190,8 @@ def heatmap(
         colorscale="RdBu_r" if midpoint is not None else "Viridis",
         zmid=midpoint,
         colorbar=colorbar,
-        texttemplate="%{customdata:.2f}" if show else None,
+        text=text,
+        texttemplate="%{text}" if show else None,
         hovertemplate=f"{y_title}: %{{y}}<br>{x_title}: %{{x}}<br>"
         "value: %{customdata:.3g}<extra></extra>",
     )
@@ -200,10 +212,14 @@ def symlog_scale(z: np.ndarray) -> tuple[np.ndarray, tuple[list[float], list[str
     c = float(np.percentile(nonzero, 10))
     scaled = np.sign(z) * np.log10(1.0 + np.abs(z) / c)
     top = float(nonzero.max())
-    decades = [c * 10.0**k for k in range(int(np.floor(np.log10(top / c))) + 1)]
+    count = int(np.floor(np.log10(top / c))) + 1
+    stride = max(1, math.ceil(count / SYMLOG_TICKS))  # at most SYMLOG_TICKS ticks per sign
+    decades = [c * 10.0**k for k in range(count - 1, -1, -stride)]
     values = sorted({0.0, *decades, *(-d for d in decades)})
     positions = [float(np.sign(v) * np.log10(1.0 + abs(v) / c)) for v in values]
-    return scaled, (positions, [f"{v:.1g}" for v in values])
+    far = max(abs(p) for p in positions) or 1.0
+    keep = [i for i, p in enumerate(positions) if values[i] == 0 or abs(p) >= 0.12 * far]
+    return scaled, ([positions[i] for i in keep], [f"{values[i]:.1g}" for i in keep])
 
 
 def heatmap_pair(
@@ -245,7 +261,7 @@ def heatmap_pair(
     for i, z in enumerate(panels.values(), start=1):
         fig.add_trace(go.Heatmap(
             z=z, x=list(labels), y=list(labels), coloraxis="coloraxis",
-            texttemplate="%{z:.2f}" if show else None, textfont={"size": FONT_SIZE - 4},
+            texttemplate="%{z:.2f}" if show else None, textfont={"size": FONT_SIZE - 5},
             hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
         ), row=1, col=i)  # fmt: skip
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=i,
@@ -254,7 +270,8 @@ def heatmap_pair(
     fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": low, "cmax": high,
                                  "colorbar": {"title": {"text": colorbar_title}}})  # fmt: skip
     fig.update_annotations(font={"size": FONT_SIZE - 1})
-    return _layout(fig, title=title, x_title="", y_title=axis_title, height=height)
+    _layout(fig, title=title, x_title="", y_title="", height=height)
+    return fig.update_yaxes(title_text=axis_title, row=1, col=1)
 
 
 def _downsample(
