@@ -8,10 +8,8 @@ which runs them one at a time and lets their page show progress, a time estimate
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -26,9 +24,6 @@ from merging_core.merge import MergedModule, MergeResult, merge
 from merging_core.methods import get_method
 
 Progress = Callable[[float, str], None]
-WARM_TAG = "preference"  # registry tag of methods that can start from a previous run's state
-WARM_KEY = "phi"  # where an older result keeps its learned coefficients (before result.state)
-NEW_API = "should_stop" in inspect.signature(merge).parameters
 
 
 def params_key(params: Mapping[str, Any]) -> str:
@@ -44,7 +39,13 @@ def run_with_progress(
     *,
     seed: int = 0,
 ) -> MergeResult:
-    """Run (or fetch) a data-free merge in this session's thread under a progress bar."""
+    """Run (or fetch) a data-free merge in this session's thread under a progress bar.
+
+    A merge opened from elsewhere (a trade-off point) with these exact settings is shown as it is.
+    """
+    opened = opened_result(method, params, seed, adapter_set.names)
+    if opened is not None:
+        return opened
     info = get_method(method)
     report, done = progress_bar(f"{info.pretty_name} on {device_label()}:")
     key = (set_key, method, params_key(params), int(seed))
@@ -88,7 +89,7 @@ def submit_run(
         )
 
     label = f"{info.pretty_name} on {len(adapter_set)} adapters"
-    job = server_queue().submit(key, label, work, stop_in_progress=not NEW_API)
+    job = server_queue().submit(key, label, work, stop_in_progress=False)
     job.meta.update(generation=generation, steps=params.get("steps"), set_key=set_key)
     return job
 
@@ -101,22 +102,35 @@ def run_key(set_key: str, method: str, params: Mapping[str, Any], seed: int) -> 
 def remember_warm_start(method: str, set_key: str, result: MergeResult, generation: int) -> None:
     """Keep ``result``'s learned state as the next run's starting point."""
     learned = learned_state(result)
-    if learned is not None and WARM_TAG in get_method(method).tags:
+    if learned is not None and get_method(method).needs_data:
         st.session_state[state.WARM_START][(method, set_key)] = (generation + 1, learned)
 
 
 def learned_state(result: MergeResult) -> Any:
     """The learned state of a data-driven result (φ / λ), or None."""
-    learned = getattr(result, "state", None)
-    if learned:
-        return learned
-    phi = result.extras.get(WARM_KEY)
-    return phi if isinstance(phi, Mapping) else None
+    return result.state or None
+
+
+def opened_key(method: str, params: Mapping[str, Any], seed: int, names) -> tuple:
+    """Key of a merge opened from elsewhere (a trade-off point): method, params, seed, inputs."""
+    checked = get_method(method).validate_params(dict(params))
+    return (method, params_key(checked), int(seed), tuple(names))
+
+
+def open_result(result: MergeResult) -> None:
+    """Make the Merge page show ``result`` itself when its settings are asked for next."""
+    key = opened_key(result.method, result.params, result.seed, result.adapter_names)
+    st.session_state[state.OPENED_RESULT] = {key: result}
+
+
+def opened_result(method: str, params: Mapping[str, Any], seed: int, names) -> Any:
+    """The opened merge with exactly these settings, or None."""
+    return st.session_state[state.OPENED_RESULT].get(opened_key(method, params, seed, names))
 
 
 def warm_start_for(method: str, set_key: str) -> tuple[int, Any]:
-    """(generation, learned state) of the last warm-startable run, or (0, None)."""
-    if WARM_TAG not in get_method(method).tags:
+    """(generation, learned state) of this session's last run of ``method`` here, or (0, None)."""
+    if not get_method(method).needs_data:
         return 0, None
     return st.session_state[state.WARM_START].get((method, set_key), (0, None))
 
@@ -132,21 +146,11 @@ def call_merge(
     warm_start: Any = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> MergeResult:
-    """``merging_core.merge.merge`` with the data-driven extras when the method takes them."""
-    if NEW_API:
-        extra = {"task_data": task_data, "warm_start": warm_start, "should_stop": should_stop}
-        return merge(adapter_set, method, seed=int(seed), progress=progress, **extra, **params)
-    if warm_start is None:
-        return merge(adapter_set, method, seed=int(seed), progress=progress, context=task_data,
-                     **params)  # fmt: skip
-    # Older library: the registered function forwards ``init_phi``; stop comes from ``progress``.
-    info = get_method(method)
-    checked = info.validate_params(params)
-    generator = torch.Generator().manual_seed(int(seed))
-    raw = info.fn(adapter_set, context=task_data, generator=generator, progress=progress,
-                  init_phi=warm_start, **checked)  # fmt: skip
-    return replace(raw, method=info.name, params=checked, seed=int(seed),
-                   adapter_names=tuple(adapter_set.names))  # fmt: skip
+    """:func:`merging_core.merge.merge` (data-free methods ignore the data-driven arguments)."""
+    return merge(
+        adapter_set, method, seed=int(seed), progress=progress, task_data=task_data,
+        warm_start=warm_start, should_stop=should_stop, **params,
+    )  # fmt: skip
 
 
 def identity_error(adapter_set: AdapterSet, name: str) -> float:

@@ -21,7 +21,8 @@ WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm sta
 PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
 ACTIVE_RUN = "active_run"  # Job | None: this session's data-driven run (queued, running or done)
 PREVIOUS_SELECTION = "previous_selection"  # dict | None: {"selection", "count"} before a narrowing
-REPLAY = "merge.replay"  # dict | None: a data-driven point to re-run once on the Merge page
+OPENED_RESULT = "opened_result"  # (method, params key, seed, adapter names) -> MergeResult opened
+#   from a trade-off point: the Merge page shows exactly that merge instead of re-running it
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
 TRADEOFF_CLICK = "tradeoff_click"  # str: the last chart selection already acted upon
 EXPORT_DIR = "export_dir"  # str: last export folder
@@ -46,10 +47,9 @@ _DEFAULTS: dict[str, Any] = {
     ACTIVE_RUN: None,
     SELECTED: None,
     PREVIOUS_SELECTION: None,
-    REPLAY: None,
     EXPORT_DIR: "",
 }
-_FACTORIES = {USER_ADAPTERS: list, WARM_START: dict, TRADEOFF_POINTS: dict}
+_FACTORIES = {USER_ADAPTERS: list, WARM_START: dict, TRADEOFF_POINTS: dict, OPENED_RESULT: dict}
 
 
 def init_state() -> None:

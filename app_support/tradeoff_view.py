@@ -1,8 +1,8 @@
 """Trade-off page helpers: run a streamed two-task sweep, lay it out, map a point to a merge.
 
 The sweep is :func:`merging_core.tradeoff.two_task_sweep`; scores are the bundle's normalised
-accuracy (%) through :mod:`app_support.evaluation`. Every plotted point can be turned back into
-Merge-page settings (method + parameters) so a click re-opens that merge.
+accuracy (%) through :mod:`app_support.evaluation`. Every point carries its registered method,
+parameters, seed and the merge itself, so a click re-opens exactly that merge.
 """
 
 from __future__ import annotations
@@ -18,10 +18,19 @@ from app_support.library import feature
 from merging_core import figures
 from merging_core.adapters import AdapterSet
 
-SWEEP_LABELS = {"tara_b": "TARA-B", "tara_a": "TARA-A", "adamerging": "AdaMerging (layer-wise)"}
 TA_CURVE = "Task Arithmetic (λ sweep)"
-# the sweep's "adamerging" runs the registered layer-wise method in the TARA repository's variant
-SWEEP_TO_REGISTERED = {"adamerging": ("adamerging_layer", {"variant": "tara_repo"})}
+
+
+def method_label(method: str) -> str:
+    """The registered pretty name (AdaMerging sweeps run its ρ-weighted TARA-repo variant)."""
+    from merging_core.methods import get_method
+
+    return get_method(method).pretty_name
+
+
+def sweep_methods() -> list[str]:
+    """Registered preference-driven methods a sweep can run."""
+    return list(feature("tradeoff").preference_methods())
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,8 @@ class SweepOptions:
 
     methods: tuple[str, ...] = ("tara_b",)
     points: int = 5
-    steps: int = 50
-    warm_steps: int = 20
+    steps: int = 0
+    warm_steps: int = 0
     baselines: bool = True
 
 
@@ -62,9 +71,11 @@ def run_sweep(
     progress: Callable[[float, str], None],
 ) -> Any:
     """The library's two-task sweep with the user's options; points stream to ``on_point``."""
-    return feature("tradeoff").two_task_sweep(
+    lib = feature("tradeoff")
+    methods = {m: dict(lib.DEFAULT_SWEEP.get(m, {})) for m in options.methods}
+    return lib.two_task_sweep(
         adapter_set, context, evaluator(bundle), tasks=list(tasks), points=options.points,
-        methods=list(options.methods), steps=options.steps, warm_steps=options.warm_steps,
+        methods=methods, steps=options.steps, warm_steps=options.warm_steps,
         baselines=options.baselines, on_point=on_point, progress=progress,
     )  # fmt: skip
 
@@ -75,7 +86,7 @@ def layout(points: Sequence[Any], front: Sequence[int] = ()) -> Layout:
     groups: dict[str, list[Any]] = {}
     for p in points:
         if p.t is not None:
-            groups.setdefault(SWEEP_LABELS.get(p.method, p.method), []).append(p)
+            groups.setdefault(method_label(p.method), []).append(p)
         elif p.method == "task_arithmetic":
             groups.setdefault(TA_CURVE, []).append(p)
     for name, pts in groups.items():
@@ -119,30 +130,14 @@ def clicked_point(points: Sequence[Any], front: Sequence[int], selection: Mappin
     return traces[curve][index]
 
 
-def merge_settings(point: Any, options: SweepOptions) -> tuple[str, dict[str, Any]]:
-    """(registered method, parameters) that re-create ``point`` on the Merge page.
-
-    Sweep points re-run their method at ``ρ = (t, 1 − t)`` with the sweep's step count (the
-    sweep itself warm-started neighbours, so a re-run lands near, not exactly on, the point).
-
-    Raises:
-        KeyError: a baseline label the trade-off module does not know.
-    """
-    if point.t is not None:
-        method, extra = SWEEP_TO_REGISTERED.get(point.method, (point.method, {}))
-        return method, {**extra, "rho": [point.t, 1.0 - point.t], "steps": options.steps}
-    if point.method == "task_arithmetic":
-        return "task_arithmetic", {"scaling": _lambda(point.label)}
-    for label, method, params in feature("tradeoff").BASELINES:
-        if label == point.label:
-            return method, dict(params)
-    raise KeyError(f"no baseline labelled {point.label!r}")
+def merge_settings(point: Any) -> tuple[str, dict[str, Any], int]:
+    """(registered method, parameters, seed) of ``point``: exactly what produced it."""
+    return point.method, point.to_dict()["params"], int(point.seed)
 
 
 def point_names(points: Sequence[Any]) -> list[str]:
     """Readable names for a point picker: ``"TARA-B t=0.30 (82.1 %, 77.4 %)"``."""
     return [
-        f"{SWEEP_LABELS.get(p.method, p.method)} {p.label} "
-        f"({p.scores[0]:.1f} %, {p.scores[1]:.1f} %)"
+        f"{method_label(p.method)} {p.label} ({p.scores[0]:.1f} %, {p.scores[1]:.1f} %)"
         for p in points
     ]

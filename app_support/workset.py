@@ -92,7 +92,7 @@ def task_context(adapter_set: AdapterSet) -> tuple[Any | None, str]:
     missing = [n for n in adapter_set.names if n not in bundle.task_names]
     if missing:
         return None, f"{missing} are not tasks of the {name} bundle, so there is no data for them"
-    return bundle.context(), ""
+    return bundle.task_data(), ""
 
 
 def require_working_set(

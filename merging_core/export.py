@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from merging_core.adapters import LoraModule
-from merging_core.merge import MergedModule, MergeResult, Progress, report_progress
+from merging_core.results import MergedModule, MergeResult, Progress, report_progress
 
 DENSE_RANK_CAP = 64
 """Rank used for *dense* merged modules when ``rank=None``: element-wise merges (TIES, DARE) are
@@ -236,7 +236,7 @@ def export_merge(
             or a recipe whose rank or method disagrees with this export.
     """
     from merging_core import io
-    from merging_core.recipe import recipe_for_export, recipe_to_json
+    from merging_core.recipe import recipe_for_export, recipe_to_json, warm_start_files
 
     check_rank(rank)
     target = Path(path)
@@ -255,6 +255,7 @@ def export_merge(
     extra = {
         "recipe.json": recipe_to_json(full_recipe),
         "README.md": model_card(report, full_recipe),
+        **warm_start_files(result, full_recipe),
     }
     report_progress(progress, 1.0, f"writing {target}")
     written = io.save_adapter(
@@ -349,7 +350,25 @@ def model_card(report: ExportReport, recipe: Mapping[str, Any]) -> str:
     for i, item in enumerate(recipe.get("inputs", [])):
         path, sha = item.get("path") or "(in memory)", item.get("sha256") or "(none)"
         lines.append(f"| {i} | {item.get('name', '')} | `{path}` | `{sha}` |")
-    return "\n".join(lines + [""] + _error_section(report) + [""] + _load_section()) + "\n"
+    return "\n".join(
+        lines + _data_section(recipe) + [""] + _error_section(report) + [""] + _load_section(recipe)
+    ) + "\n"
+
+
+def _data_section(recipe: Mapping[str, Any]) -> list[str]:
+    task = recipe.get("task_data")
+    if not task:
+        return []
+    warm = recipe.get("warm_start")
+    return [
+        "",
+        "## Task data",
+        "",
+        f"Learned from the unlabeled validation inputs of bundle `{task['bundle']}` "
+        f"(fingerprint `{task['fingerprint']}`) on `{recipe.get('device', 'cpu')}`; "
+        + (f"warm-started from `{warm['file']}` (SHA-256 `{warm['sha256']}`)." if warm
+           else "started from scratch."),
+    ]
 
 
 def _rank_words(rank: int | None) -> str:
@@ -382,7 +401,9 @@ def _error_section(report: ExportReport, worst: int = 10) -> list[str]:
     return lines
 
 
-def _load_section() -> list[str]:
+def _load_section(recipe: Mapping[str, Any]) -> list[str]:
+    from merging_core.recipe import replay_command
+
     return [
         "## Load with PEFT",
         "",
@@ -394,5 +415,5 @@ def _load_section() -> list[str]:
         'model = PeftModel.from_pretrained(base, "path/to/this/folder")',
         "```",
         "",
-        "Replay the merge bit for bit: `merge-lab merge --recipe recipe.json --out OUT`.",
+        f"Replay the merge bit for bit: `{replay_command(recipe)}`.",
     ]

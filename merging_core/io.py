@@ -801,3 +801,53 @@ def _scale(alpha: float, rank: int, *, rslora: bool) -> float:
 
 def _names(items: Iterable[str]) -> str:
     return ", ".join(sorted(items))
+
+
+def load_saved_modules(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The full-weight tensors an adapter saved beside its LoRA factors (``modules_to_save``),
+    e.g. a sequence classifier's head: ``{"classifier.weight": (C, d), "classifier.bias": (C,)}``.
+
+    Keys lose PEFT's ``base_model.model.`` prefix and any ``modules_to_save.<adapter>.`` infix;
+    LoRA factors are left out. Tensors are read one by one (no pickle, nothing else loaded).
+
+    Raises:
+        AdapterLoadError: the weights file is missing or unreadable.
+    """
+    from safetensors import safe_open
+
+    weights = _adapter_dir(Path(path)) / WEIGHTS_NAME
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            out = {}
+            for key in handle.keys():
+                short = key.removeprefix(PREFIX)
+                if _LINEAR_KEY.fullmatch(short) or _EMBEDDING_KEY.fullmatch(short) or "lora_" in short:
+                    continue
+                short = re.sub(r"\.modules_to_save\.[^.]+\.", ".", short)
+                out[short] = handle.get_tensor(key).float()
+            return out
+    except (OSError, SafetensorError, ValueError) as err:
+        raise AdapterLoadError(f"{weights}: cannot read its saved modules ({err})") from err
+
+
+def state_to_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
+    """A learned state (``{name: tensor}``) as deterministic safetensors bytes (float32, CPU)."""
+    tensors = {k: torch.as_tensor(v).detach().cpu().float().contiguous() for k, v in state.items()}
+    return _safetensors_bytes(tensors, {})
+
+
+def load_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A learned state written by :func:`state_to_bytes` (safetensors only, never a pickle).
+
+    Raises:
+        AdapterLoadError: the file is missing or unreadable.
+    """
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise AdapterLoadError(f"{file}: warm-start state file not found")
+    try:
+        return load_file(str(file))
+    except (OSError, SafetensorError, ValueError) as err:
+        raise AdapterLoadError(f"{file}: not a readable safetensors state ({err})") from err

@@ -1,133 +1,52 @@
-"""Orchestration: ``merge(adapter_set, method, **params) -> MergeResult`` and the result type.
+"""The one way in: ``merge(adapters, method, ...) -> MergeResult`` for every registered method.
 
-A merged module is kept as exact LoRA factors whenever the method's maths allows it (sums,
-concatenations, SVD-based methods) and as a dense ΔW only for element-wise methods (TIES, DARE).
-All tensors are in the *linear* layout ``(d_out, d_in)``; ``transposed`` restores the base layout.
+Data-free methods (TA, TIES, TSV-M, ...) read only the adapters; data-driven ones (TARA,
+AdaMerging) also learn from a task-data source (:class:`merging_core.taskdata.TaskData`) and
+return their learned state in ``result.state``, which the next call takes as ``warm_start``.
+Result types live in :mod:`merging_core.results` (re-exported here for callers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from merging_core.adapters import AdapterSet, LoraModule, ModuleKind
-from merging_core.factors import LowRankSVD, frobenius_norm, svd_of_product
+import merging_core.methods  # noqa: F401  (registers every method)
+from merging_core.adapters import AdapterSet
+from merging_core.methods.registry import run_method
+from merging_core.results import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    each_module,
+    report_progress,
+    result_from_modules,
+)
 
-Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class MergedModule:
-    """One module's merged update: exact factors, or a dense ΔW for element-wise methods.
-
-    Attributes:
-        factors: ``LoraModule`` with ``B (d_out, k)``, ``A (k, d_in)``; None when dense.
-        dense: ``(d_out, d_in)`` float32 ΔW in the linear layout; None when factored.
-        transposed: the base weight's layout is ``(d_in, d_out)`` (see ``LoraModule``).
-        kind: ``"linear"`` or ``"embedding"`` (export writes the matching PEFT keys).
-    """
-
-    factors: LoraModule | None = None
-    dense: torch.Tensor | None = None
-    transposed: bool = False
-    kind: ModuleKind = "linear"
-
-    def __post_init__(self) -> None:
-        if (self.factors is None) == (self.dense is None):
-            raise ValueError("a MergedModule holds exactly one of factors or dense")
-
-    @classmethod
-    def from_factors(cls, like: LoraModule, B: torch.Tensor, A: torch.Tensor) -> MergedModule:
-        return cls(factors=like.with_factors(B, A), transposed=like.transposed, kind=like.kind)
-
-    @classmethod
-    def from_dense(cls, like: LoraModule, dense: torch.Tensor) -> MergedModule:
-        return cls(dense=dense, transposed=like.transposed, kind=like.kind)
-
-    @property
-    def is_factored(self) -> bool:
-        return self.factors is not None
-
-    def linear_delta(self) -> torch.Tensor:
-        """Dense ΔW in the linear layout ``(d_out, d_in)``."""
-        if self.factors is not None:
-            return self.factors.B.float() @ self.factors.A.float()
-        return self.dense
-
-    def delta(self) -> torch.Tensor:
-        """Dense ΔW in the base weight's layout (what ``Adapter.delta`` returns)."""
-        dw = self.linear_delta()
-        return dw.T.contiguous() if self.transposed else dw
-
-    def svd(self) -> LowRankSVD:
-        """Thin SVD of the update: factored route when exact factors exist, dense otherwise."""
-        if self.factors is not None:
-            return svd_of_product(self.factors.B, self.factors.A).drop_zeros()
-        U, S, Vh = torch.linalg.svd(self.dense.double(), full_matrices=False)
-        # A float32 ΔW carries rounding noise ~eps·max(m, n) relative to σ_max: treat it as zero.
-        noise = max(self.dense.shape) * torch.finfo(torch.float32).eps
-        return LowRankSVD(U.float(), S.float(), Vh.T.float()).drop_zeros(rtol=noise)
-
-    def norm(self) -> float:
-        if self.factors is not None:
-            return frobenius_norm(self.factors.B, self.factors.A)
-        return float(torch.linalg.matrix_norm(self.dense.double()))
-
-    def rank_bound(self) -> int:
-        """Stored rank for factored results; the numerical rank for dense ones."""
-        if self.factors is not None:
-            return self.factors.rank
-        return self.svd().rank
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """The output of a merge.
-
-    Attributes:
-        method: registered method id. params: validated parameters. seed: generator seed.
-        adapter_names: inputs in task order. modules: module path -> merged update.
-        diagnostics: free-form, JSON-able numbers (per-method extras, e.g. TARA's φ and losses).
-        extras: non-JSON payload kept for views (e.g. tensors of learned coefficients).
-    """
-
-    method: str
-    params: Mapping[str, Any]
-    adapter_names: tuple[str, ...]
-    modules: Mapping[str, MergedModule]
-    seed: int = 0
-    diagnostics: Mapping[str, Any] = field(default_factory=dict)
-    extras: Mapping[str, Any] = field(default_factory=dict)
-
-    def delta(self, module: str) -> torch.Tensor:
-        """Dense merged ΔW of ``module`` in the base weight's shape and layout."""
-        try:
-            return self.modules[module].delta()
-        except KeyError:
-            raise KeyError(f"merge result has no module {module!r}") from None
-
-    def deltas(self) -> dict[str, torch.Tensor]:
-        """All modules' dense ΔW in base layout (for evaluation on small models)."""
-        return {name: m.delta() for name, m in self.modules.items()}
-
-    def module_summary(self) -> list[dict[str, Any]]:
-        """Per-module rank and Frobenius norm (JSON-able)."""
-        return [
-            {"module": n, "factored": m.is_factored, "rank": m.rank_bound(), "norm": m.norm()}
-            for n, m in self.modules.items()
-        ]
+__all__ = [
+    "MergeResult",
+    "MergedModule",
+    "Progress",
+    "each_module",
+    "merge",
+    "report_progress",
+    "result_from_modules",
+]
 
 
 def merge(
     adapter_set: AdapterSet,
     method: str,
     *,
-    seed: int = 0,
+    task_data: Any = None,
+    warm_start: MergeResult | Any = None,
+    should_stop: Callable[[], bool] | None = None,
     progress: Progress | None = None,
-    context: Any = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    cache: Any = None,
     **params: Any,
 ) -> MergeResult:
     """Merge ``adapter_set`` with the registered ``method``.
@@ -135,74 +54,24 @@ def merge(
     Args:
         adapter_set: aligned adapters (task order = set order).
         method: a registered id (see :func:`merging_core.methods.available_methods`).
-        seed: seeds the ``torch.Generator`` handed to stochastic methods.
+        task_data: unlabeled task data for data-driven methods (a bundle's ``task_data()``);
+            ignored by data-free methods.
+        warm_start: a previous ``MergeResult`` of the same method and adapters (or its
+            ``state``) to start from; data-driven methods only.
+        should_stop: polled between optimisation steps; a stopped run returns what it has,
+            with ``result.run["stopped"]`` set.
         progress: optional ``callback(fraction, message)``.
-        context: data for data-driven methods (a bundle's merge context); None for data-free.
+        device: where a data-driven method runs (must match where ``task_data`` lives).
+        seed: seeds the ``torch.Generator`` handed to stochastic methods.
+        cache: an :class:`merging_core.adaptive.cache.AdaptiveCache` the caller owns (direction
+            banks and anchors reused across calls); None recomputes them.
         **params: method parameters; validated against the method's spec.
 
     Raises:
         KeyError: unknown method. ValueError: bad parameters, or a data-driven method without
-            ``context``.
+            ``task_data``.
     """
-    from merging_core.methods import get_method  # registers all methods on first import
-
-    info = get_method(method)
-    checked = info.validate_params(params)
-    if info.needs_data and context is None:
-        raise ValueError(
-            f"method {method!r} learns from unlabeled task data; pass a bundle context "
-            "(e.g. the vision8 sample bundle)"
-        )
-    generator = torch.Generator().manual_seed(int(seed))
-    kwargs: dict[str, Any] = dict(checked, generator=generator, progress=progress)
-    if info.needs_data:
-        kwargs["context"] = context
-    result = info.fn(adapter_set, **kwargs)
-    if not isinstance(result, MergeResult):
-        raise TypeError(f"method {method!r} returned {type(result).__name__}, not MergeResult")
-    return MergeResult(
-        method=info.name,
-        params=checked,
-        adapter_names=tuple(adapter_set.names),
-        modules=result.modules,
-        seed=int(seed),
-        diagnostics=result.diagnostics,
-        extras=result.extras,
-    )
-
-
-def result_from_modules(
-    adapter_set: AdapterSet,
-    modules: Mapping[str, MergedModule],
-    *,
-    diagnostics: Mapping[str, Any] | None = None,
-    extras: Mapping[str, Any] | None = None,
-) -> MergeResult:
-    """What a method function returns; :func:`merge` fills in method, params and seed."""
-    return MergeResult(
-        method="",
-        params={},
-        adapter_names=tuple(adapter_set.names),
-        modules=dict(modules),
-        diagnostics=dict(diagnostics or {}),
-        extras=dict(extras or {}),
-    )
-
-
-def each_module(
-    adapter_set: AdapterSet, progress: Progress | None = None
-) -> Iterator[tuple[str, list[LoraModule]]]:
-    """Yield ``(module path, per-task factors)`` in order; report progress after each module.
-
-    The loop every per-module method runs, so none of them repeats the bookkeeping.
-    """
-    total = len(adapter_set.modules)
-    for i, name in enumerate(adapter_set.modules):
-        yield name, adapter_set.factors(name)
-        report_progress(progress, (i + 1) / total, name)
-
-
-def report_progress(progress: Progress | None, fraction: float, message: str) -> None:
-    """Call ``progress`` if given (keeps method bodies free of ``if progress`` checks)."""
-    if progress is not None:
-        progress(float(fraction), message)
+    return run_method(
+        adapter_set, method, seed=seed, params=params, progress=progress, task_data=task_data,
+        warm_start=warm_start, should_stop=should_stop, device=device, cache=cache,
+    )  # fmt: skip

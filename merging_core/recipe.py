@@ -9,10 +9,18 @@ model and the package versions it was made with::
      "inputs": [{"name": "math", "path": "adapters/math", "sha256": "<64 hex>"}, ...],
      "versions": {"python": "3.12.3", "torch": "2.13.0", "peft": "0.21.2", ...}}
 
-Replaying (:func:`replay_recipe`) loads the inputs through :mod:`merging_core.io`, refuses any
-whose weights hash differs, merges with the same parameters and seed, and exports at the same
-rank; on the same machine and package versions the safetensors bytes are identical. Nothing here
-reads files itself.
+A data-driven merge (TARA, AdaMerging) also records the task data it learned from and where it
+started::
+
+     "task_data": {"bundle": "vision8", "fingerprint": "<32 hex>"},
+     "warm_start": {"file": "warm_start.safetensors", "sha256": "<64 hex>"} | null,
+     "device": "cpu"
+
+(the warm-start state is written next to the recipe by the export). Replaying
+(:mod:`merging_core.replay`) loads the inputs through :mod:`merging_core.io`, refuses any whose
+weights hash or task-data fingerprint differs, merges with the same parameters, seed and warm
+start, and exports at the same rank; on the same machine and package versions the safetensors
+bytes are identical. Nothing here reads files itself.
 """
 
 from __future__ import annotations
@@ -22,17 +30,15 @@ import platform
 import re
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from merging_core.adapters import Adapter, AdapterSet
-from merging_core.merge import MergeResult, Progress
+from merging_core.results import MergeResult
 
 FORMAT = "merge-lab-recipe"
 VERSION = 1
 VERSIONED_PACKAGES = ("torch", "numpy", "safetensors", "peft", "merging-core")
-if TYPE_CHECKING:
-    from merging_core.export import ExportReport
+WARM_START_FILE = "warm_start.safetensors"
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _KEYS = ("format", "version", "method", "params", "seed", "rank", "base_model", "inputs")
@@ -84,7 +90,8 @@ def build_recipe(
     """The recipe of ``result`` exported at ``rank`` (validated, JSON-able).
 
     Args:
-        result: what :func:`merging_core.merge.merge` returned.
+        result: what :func:`merging_core.merge.merge` returned (a data-driven result's ``run``
+            supplies the task data's identity, the warm start's hash and the device).
         inputs: from :func:`recipe_inputs`, in the same task order as the merge.
         rank: the export rank (None = exact).
         base_model: the base model id, if known.
@@ -106,9 +113,23 @@ def build_recipe(
         "rank": rank,
         "base_model": base_model,
         "inputs": [dict(item) for item in inputs],
+        **data_fields(result),
         "versions": package_versions(),
     }
     return validate_recipe(recipe)
+
+
+def data_fields(result: MergeResult) -> dict[str, Any]:
+    """``task_data`` / ``warm_start`` / ``device`` of a data-driven result ({} otherwise)."""
+    run = result.run
+    if not run.get("task_data"):
+        return {}
+    warm = run.get("warm_start")
+    return {
+        "task_data": {"bundle": run["task_data"]["name"], "fingerprint": run["task_data"]["fingerprint"]},
+        "warm_start": {"file": WARM_START_FILE, "sha256": warm} if warm else None,
+        "device": run.get("device", "cpu"),
+    }
 
 
 def validate_recipe(data: Any) -> dict[str, Any]:
@@ -144,7 +165,22 @@ def validate_recipe(data: Any) -> dict[str, Any]:
         raise ValueError(f"recipe base_model must be a string, got {data['base_model']!r}")
     out["inputs"] = _check_inputs(data["inputs"])
     out["versions"] = dict(data.get("versions") or {})
+    if info.needs_data:
+        _check_data_fields(data, info.name)
     return out
+
+
+def _check_data_fields(data: Mapping[str, Any], method: str) -> None:
+    task = data.get("task_data")
+    if not isinstance(task, Mapping) or not all(isinstance(task.get(k), str) for k in ("bundle", "fingerprint")):
+        raise ValueError(
+            f"recipe of data-driven method {method!r} needs task_data with string bundle and "
+            f"fingerprint, got {str(task)[:80]!r}"
+        )
+    warm = data.get("warm_start")
+    if warm is not None and (not isinstance(warm, Mapping) or not _SHA.match(str(warm.get("sha256", "")))
+                             or not isinstance(warm.get("file"), str)):  # fmt: skip
+        raise ValueError(f"recipe warm_start must be null or {{file, sha256}}, got {str(warm)[:80]!r}")
 
 
 def require_replayable(recipe: Mapping[str, Any]) -> None:
@@ -234,78 +270,11 @@ def recipe_for_export(
     return checked
 
 
-def replay_recipe(
-    recipe: Mapping[str, Any],
-    out: str | Path,
-    *,
-    paths: Sequence[str] | None = None,
-    overwrite: bool = False,
-    context: Any = None,
-    progress: Progress | None = None,
-) -> ExportReport:
-    """Redo a recipe: load and verify its inputs, merge, export to ``out``.
-
-    Args:
-        recipe: a recipe dict (validated again here).
-        out: the export directory.
-        paths: adapter paths to use instead of the recorded ones (same order; hashes are still
-            checked), e.g. when the recipe was written on another machine.
-        overwrite: replace an existing ``out``.
-        context: the bundle context for data-driven methods (as for :func:`merge`).
-        progress: optional ``callback(fraction, message)``; merge takes the first half.
-
-    Returns:
-        The :class:`merging_core.export.ExportReport` of the new export.
-
-    Raises:
-        ValueError: invalid or non-replayable recipe, a hash mismatch, or an existing ``out``.
-    """
-    from merging_core import io
-    from merging_core.export import export_merge
-    from merging_core.merge import merge
-
-    checked = validate_recipe(recipe)
-    require_replayable(checked)
-    if paths is not None:
-        if len(paths) != len(checked["inputs"]):
-            raise ValueError(f"got {len(paths)} paths for {len(checked['inputs'])} recipe inputs")
-        checked["inputs"] = [
-            {**item, "path": str(p)} for item, p in zip(checked["inputs"], paths, strict=True)
-        ]
-    if Path(out).exists() and not overwrite:
-        raise ValueError(f"export path {str(out)!r} already exists; pass overwrite=True")
-    adapters = io.load_adapters([item["path"] for item in checked["inputs"]])
-    verify_inputs(checked, adapters)
-    result = merge(
-        AdapterSet.from_adapters(adapters),
-        checked["method"],
-        seed=checked["seed"],
-        progress=_half(progress, 0.0),
-        context=context,
-        **checked["params"],
-    )
-    replayed = {
-        **checked,
-        "inputs": [
-            {**i, "name": n} for i, n in zip(checked["inputs"], result.adapter_names, strict=True)
-        ],
-        "versions": package_versions(),
-    }
-    return export_merge(
-        result,
-        out,
-        rank=checked["rank"],
-        base_model=checked["base_model"],
-        overwrite=overwrite,
-        recipe=replayed,
-        progress=_half(progress, 0.5),
-    )
-
-
-def _half(progress: Progress | None, start: float) -> Progress | None:
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + 0.5 * fraction, message)
+def replay_command(recipe: Mapping[str, Any]) -> str:
+    """The command that replays ``recipe`` (what the model card tells the reader)."""
+    bundle = (recipe.get("task_data") or {}).get("bundle")
+    data = f" --bundle {bundle}" if bundle else ""
+    return f"merge-lab merge --recipe recipe.json{data} --out OUT"
 
 
 def _check_int(name: str, value: Any, *, low: int) -> int:
@@ -336,3 +305,20 @@ def _check_inputs(inputs: Any) -> list[dict[str, str]]:
 def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
     """Tuples (per-adapter weights) become lists so the recipe is plain JSON."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def warm_start_files(result: MergeResult, recipe: Mapping[str, Any]) -> dict[str, bytes]:
+    """``{file: bytes}`` of the warm-start state a data-driven recipe names ({} for none).
+
+    Raises:
+        ValueError: the recipe names a warm start the result does not carry.
+    """
+    from merging_core import io
+
+    warm = recipe.get("warm_start")
+    if not warm:
+        return {}
+    state = result.extras.get("warm_start")
+    if not state:
+        raise ValueError("the recipe names a warm start but the merge result does not carry it")
+    return {warm["file"]: io.state_to_bytes(state)}

@@ -1,6 +1,6 @@
 """Directional sensitivity of task losses to merge directions: J, κ(J), h(ρ), ξ(ρ₁, ρ₂).
 
-Space: factors (the direction banks of :mod:`merging_core.directional`); nothing dense is formed.
+Space: factors (the direction banks of :mod:`merging_core.adaptive.banks`); nothing dense is formed.
 With ``W(φ) = W_0 + Σ_k φ_k S_k`` over all modules' directions (TARA-A rank-1 LoRA pairs or
 TARA-B shared-SVD blocks), tara.md §2.6/§5 gives
 
@@ -28,17 +28,14 @@ from typing import Any
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.directional import (
-    DirectionCoefficients,
-    WeightedLoraHooks,
-    compute_anchors,
-    frozen_eval,
-    task_entropy,
-    task_indices,
-)
-from merging_core.merge import Progress, report_progress
-from merging_core.methods.tara import cached_banks, resolve_device
+from merging_core.adaptive.banks import updates_from
+from merging_core.adaptive.cache import AdaptiveCache, anchors_for, banks_for
+from merging_core.adaptive.coefficients import DirectionCoefficients
+from merging_core.adaptive.common import check_inputs, resolve_entropy_scale
+from merging_core.adaptive.objective import batch_entropies
 from merging_core.preference import normalise_preference
+from merging_core.results import Progress, report_progress
+from merging_core.taskdata import TaskData
 
 
 @dataclass(frozen=True)
@@ -63,43 +60,46 @@ class Sensitivity:
 
 def directional_jacobian(
     adapter_set: AdapterSet,
-    context: Any,
+    task_data: TaskData,
     *,
     variant: str = "b",
     phi: Mapping[str, torch.Tensor] | None = None,
     init: float = 0.4,
     unit_norm: bool = False,
     batch_size: int = 64,
+    entropy_scale: float = 0.0,
     seed: int = 0,
     device: torch.device | str | None = None,
+    cache: AdaptiveCache | None = None,
     progress: Progress | None = None,
 ) -> Sensitivity:
     """``J`` by one backward pass per task on a fixed batch of its unlabeled inputs.
 
     Args:
-        adapter_set: adapters named like the context's tasks. context: a ``TaskContext``.
+        adapter_set: adapters named like the task data's tasks. task_data: a ``TaskData``.
         variant: direction bank, ``"a"`` or ``"b"``. phi: the point (a TARA run's ``state``);
             None = all ``init`` (0.4 = Task Arithmetic). unit_norm: per unit-norm direction.
         batch_size: inputs per task (the first ``batch_size`` of a seeded permutation).
-        seed: seeds that permutation. device: must match ``context.device``.
-        progress: ``callback(fraction, message)`` after each task.
+        entropy_scale: scale inside the entropies (0 = the task data's own, as TARA).
+        seed: seeds that permutation. device: must match ``task_data.device``.
+        cache: banks and anchors reused across calls. progress: after each task.
     """
-    dev = resolve_device(context, device)
-    banks = cached_banks(adapter_set, variant=variant, device=dev)
+    dev = check_inputs(adapter_set, task_data, device)
+    scale = resolve_entropy_scale(task_data, entropy_scale)
+    banks = banks_for(cache, adapter_set, variant=variant, device=dev)
     coeffs = DirectionCoefficients(banks, init=init, warm=phi)
-    tasks = task_indices(adapter_set, context)
     gen = torch.Generator().manual_seed(int(seed))
     rows, values = [], []
-    with frozen_eval(context.encoder), WeightedLoraHooks(context.encoder, banks) as hooks:
-        for n, t in enumerate(tasks):
-            x = context.unlabeled[t]
-            x = x[torch.randperm(x.shape[0], generator=gen)[:batch_size]]
-            hooks.set(coeffs())
-            H = task_entropy(context, t, x)
-            grads = torch.autograd.grad(H, list(coeffs.parameters()))
-            rows.append(torch.cat([g.detach().double().cpu() for g in grads]))
-            values.append(float(H.detach()))
-            report_progress(progress, (n + 1) / len(tasks), adapter_set.names[n])
+    for n, task in enumerate(adapter_set.names):
+        count = task_data.num_unlabeled(task)
+        index = torch.randperm(count, generator=gen)[:batch_size]
+        updates = updates_from(banks, coeffs())
+        batch = [task_data.unlabeled(task, index)]
+        H = batch_entropies(task_data, [task], batch, updates, scale=scale)[0]
+        grads = torch.autograd.grad(H, list(coeffs.parameters()))
+        rows.append(torch.cat([g.detach().double().cpu() for g in grads]))
+        values.append(float(H.detach()))
+        report_progress(progress, (n + 1) / len(adapter_set), task)
     J = torch.stack(rows)  # (N, K)
     if unit_norm:
         norms = torch.cat([b.direction_norms().double().cpu() for b in banks.values()])
@@ -107,8 +107,8 @@ def directional_jacobian(
     return Sensitivity(
         J=J, task_names=tuple(adapter_set.names),
         entropies=torch.tensor(values, dtype=torch.float64),
-        anchors=compute_anchors(adapter_set, context), directions=_directions(banks),
-        variant=variant, unit_norm=unit_norm,
+        anchors=anchors_for(cache, adapter_set, task_data, scale=scale),
+        directions=_directions(banks), variant=variant, unit_norm=unit_norm,
     )  # fmt: skip
 
 

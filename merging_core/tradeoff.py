@@ -1,15 +1,17 @@
 """Two-task trade-off sweeps and preference-sensitivity clouds for preference-driven merges.
 
 Space: factors (every merge here is exact factors; scoring is the caller's ``evaluate``).
+Every merge goes through :func:`merging_core.merge.merge` with a registered method id:
 
 * :func:`two_task_sweep`: merge only adapters ``i`` and ``j``, sweep ``ρ = (t, 1 − t)`` over a
-  grid with TARA-A/B and AdaMerging (layer-wise, the TARA repository's ρ-weighted variant), each
-  point warm-started from its finished neighbour (continuation, middle-out), plus the operating
-  points of data-free baselines (Task Arithmetic λ grid, TIES, KnOTS-TIES, Iso-C, TSV-M, Pico-TA)
-  when registered. Returns every point and the Pareto front; points stream through ``on_point``.
+  grid for each preference-driven method (any registered data-driven method with a ``rho``
+  parameter; by default TARA-A, TARA-B and layer-wise AdaMerging in the TARA repository's
+  ρ-weighted variant), each point warm-started from its finished neighbour (continuation,
+  middle-out), plus the operating points of Task Arithmetic's λ grid and of every method tagged
+  ``tradeoff-baseline`` at its defaults. Each point carries its method, parameters, seed and the
+  merge itself, so a view can reopen exactly that merge. Points stream through ``on_point``.
 * :func:`preference_cloud`: ``K`` Dirichlet preferences over all tasks -> per-task score clouds
-  for TARA and AdaMerging, with a spread statistic (the paper's preference-sensitivity figure,
-  reconstructed: its exact protocol is not known).
+  (the paper's preference-sensitivity figure, reconstructed: its exact protocol is not known).
 
 ``evaluate(result, task_names) -> scores`` is supplied by the caller (e.g. a bundle's normalised
 test accuracy), so this module never sees labels.
@@ -19,29 +21,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.directional import ShouldStop
 from merging_core.merge import MergeResult, Progress, merge, report_progress
-from merging_core.methods.adamerging import run_adamerging
-from merging_core.methods.registry import get_method
-from merging_core.methods.tara import TaraRun, run_tara
+from merging_core.methods import available_methods, get_method
 from merging_core.preference import pareto_front, sample_preferences
 
 Evaluate = Callable[[MergeResult, Sequence[str]], Sequence[float]]
-SWEEP_METHODS = ("tara_a", "tara_b", "adamerging")
+ShouldStop = Callable[[], bool]
+DEFAULT_SWEEP: Mapping[str, Mapping[str, Any]] = {
+    "tara_a": {},
+    "tara_b": {},
+    "adamerging_layer": {"variant": "tara_repo"},
+}
+BASELINE_TAG = "tradeoff-baseline"
 TA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))
-BASELINES: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
-    ("TIES", "ties", {}),
-    ("KnOTS-TIES", "knots", {"variant": "ties"}),
-    ("Iso-C", "iso_c", {}),
-    ("TSV-M", "tsv_m", {}),
-    ("Pico-TA", "pico", {"base": "task_arithmetic"}),
-)
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,12 @@ class TradeoffPoint:
     """One operating point: ``scores[k]`` is the score on ``tasks[k]``.
 
     Attributes:
-        method: ``tara_a``/``tara_b``/``adamerging`` or a baseline's method id.
-        label: display label (``"t=0.30"``, ``"λ=0.4"``, ``"TIES"``).
+        method: the registered method id. params: its validated parameters (JSON-able) and
+            seed: the seed, i.e. what ``merge()`` needs to redo it (plus ``warm_start``).
+        label: display label (``"t=0.30"``, ``"λ=0.4"``, a pretty name).
         t: preference on the first task (None for baselines). scores: per task.
         seconds: wall time to produce the merge (not the evaluation).
+        result: the merge itself (learned state included); not part of :meth:`to_dict`.
     """
 
     method: str
@@ -60,6 +60,15 @@ class TradeoffPoint:
     t: float | None
     scores: tuple[float, ...]
     seconds: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    result: MergeResult | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "label": self.label, "t": self.t, "scores": list(self.scores),
+            "seconds": self.seconds, "params": _jsonable(self.params), "seed": self.seed,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,11 +85,15 @@ class TradeoffResult:
         """JSON-able form."""
         return {
             "tasks": list(self.tasks),
-            "points": [asdict(p) for p in self.points],
+            "points": [p.to_dict() for p in self.points],
             "front": list(self.front),
             "method_fronts": {k: list(v) for k, v in self.method_fronts.items()},
             "skipped": dict(self.skipped),
         }
+
+
+def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
 def preference_grid(points: int) -> list[float]:
@@ -99,49 +112,37 @@ def continuation_order(count: int) -> list[tuple[int, int | None]]:
     return order
 
 
-def run_preference(
-    method: str,
-    adapter_set: AdapterSet,
-    context: Any,
-    rho: Sequence[float],
-    *,
-    steps: int,
-    init_phi: Mapping[str, torch.Tensor] | None,
-    options: Mapping[str, Any],
-    should_stop: ShouldStop | None = None,
-) -> TaraRun:
-    """One preference-driven run: ``tara_a``/``tara_b`` or ``adamerging`` (layer-wise, tara_repo).
+def preference_methods() -> list[str]:
+    """Registered data-driven methods that take a preference ``rho`` (sweepable)."""
+    return [m.name for m in available_methods(needs_data=True) if "rho" in m.param_names]
 
-    Raises:
-        ValueError: unknown method.
-    """
-    if method in ("tara_a", "tara_b"):
-        return run_tara(
-            adapter_set, context, variant=method[-1], rho=rho, steps=steps, init_phi=init_phi,
-            should_stop=should_stop, **options,
-        )  # fmt: skip
-    if method == "adamerging":
-        ada = {k: v for k, v in options.items() if k in ("lr", "batch_size", "seed")}
-        return run_adamerging(
-            adapter_set, context, layerwise=True, variant="tara_repo", rho=rho, steps=steps,
-            init_phi=init_phi, should_stop=should_stop, **ada,
-        )  # fmt: skip
-    raise ValueError(f"sweep method must be one of {list(SWEEP_METHODS)}, got {method!r}")
+
+def baseline_methods() -> list[str]:
+    """Registered methods tagged ``tradeoff-baseline`` (drawn at their defaults)."""
+    return [m.name for m in available_methods(needs_data=False) if BASELINE_TAG in m.tags]
+
+
+def _check_sweep(methods: Mapping[str, Mapping[str, Any]]) -> None:
+    allowed = preference_methods()
+    for m in methods:
+        if m not in allowed:
+            raise ValueError(f"sweep method must be one of {allowed}, got {m!r}")
 
 
 def two_task_sweep(
     adapter_set: AdapterSet,
-    context: Any,
+    task_data: Any,
     evaluate: Evaluate,
     *,
     tasks: Sequence[str | int],
     points: int = 11,
-    methods: Sequence[str] = SWEEP_METHODS,
-    steps: int = 250,
-    warm_steps: int = 50,
+    methods: Mapping[str, Mapping[str, Any]] = DEFAULT_SWEEP,
+    steps: int = 0,
+    warm_steps: int = 0,
     baselines: bool = True,
     ta_grid: Sequence[float] = TA_GRID,
-    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    cache: Any = None,
     on_point: Callable[[TradeoffPoint], None] | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -150,19 +151,20 @@ def two_task_sweep(
 
     Args:
         adapter_set: all adapters; only the two named by ``tasks`` are merged.
-        context: the bundle's ``TaskContext``. evaluate: ``(result, task_names) -> 2 scores``.
+        task_data: the bundle's task data. evaluate: ``(result, task_names) -> 2 scores``.
         tasks: two adapter names or indices. points: grid size (11 = steps of 0.1).
-        methods: subset of ``tara_a``, ``tara_b``, ``adamerging``.
-        steps: steps of the first (middle) point; warm_steps: of each continuation point.
-        baselines: add the data-free baselines' operating points. ta_grid: TA's λ values.
-        options: extra ``run_tara`` options (``alpha``, ``lr``, ``batch_size``, ``seed`` ...).
-        on_point: called with each point as soon as it is scored.
+        methods: registered method id -> fixed parameters (``lr``, ``alpha``, ``variant`` ...).
+        steps: ``steps`` of the first (middle) point; warm_steps: of each continuation point
+            (0 = the method's default schedule).
+        baselines: add Task Arithmetic's λ grid and the tagged baselines. seed: every run's seed.
+        cache: an ``AdaptiveCache`` shared by all runs. on_point: called with each scored point.
         progress: ``callback(fraction, message)``. should_stop: polled between runs and steps.
     """
+    _check_sweep(methods)
     pair = adapter_set.subset(_pair_indices(adapter_set, tasks))
-    names = tuple(pair.names)
     grid = preference_grid(points)
-    jobs = _sweep_jobs(methods, grid, baselines, ta_grid)
+    specs = _baseline_specs(ta_grid) if baselines else []
+    jobs = len(methods) * len(grid) + len(specs)
     out: list[TradeoffPoint] = []
     skipped: dict[str, str] = {}
 
@@ -172,12 +174,46 @@ def two_task_sweep(
             on_point(point)
         report_progress(progress, len(out) / jobs, f"{point.method} {point.label}")
 
-    for method in methods:
-        _sweep_method(method, pair, context, evaluate, grid, steps, warm_steps, options, emit,
-                      should_stop)  # fmt: skip
-    if baselines:
-        _baseline_points(pair, evaluate, ta_grid, emit, skipped, should_stop)
-    return _result(names, out, skipped)
+    for method, fixed in methods.items():
+        done: dict[int, MergeResult] = {}
+        for k, neighbour in continuation_order(len(grid)):
+            if should_stop is not None and should_stop():
+                break
+            t = grid[k]
+            params = {**fixed, "rho": (t, 1.0 - t),
+                      "steps": steps if neighbour is None else warm_steps}  # fmt: skip
+            warm = None if neighbour is None else done[neighbour]
+            point = _point(pair, method, params, f"t={t:.2f}", t, evaluate, seed=seed,
+                           task_data=task_data, warm=warm, cache=cache, stop=should_stop)  # fmt: skip
+            if point is None:
+                break
+            emit(point)
+            done[k] = point.result
+    for label, method, params in specs:
+        if should_stop is not None and should_stop():
+            break
+        try:
+            emit(_point(pair, method, params, label, None, evaluate, seed=seed))
+        except (KeyError, ValueError) as err:
+            skipped[label] = f"{method}: {err}"
+    return _result(tuple(pair.names), out, skipped)
+
+
+def _point(pair, method, params, label, t, evaluate, *, seed, task_data=None, warm=None,
+           cache=None, stop=None) -> TradeoffPoint | None:  # fmt: skip
+    start = time.perf_counter()
+    result = merge(pair, method, task_data=task_data, warm_start=warm, should_stop=stop,
+                   seed=seed, cache=cache, **params)  # fmt: skip
+    if result.run.get("stopped"):
+        return None
+    seconds = time.perf_counter() - start
+    scores = tuple(float(s) for s in evaluate(result, pair.names))
+    return TradeoffPoint(method, label, t, scores, seconds, dict(result.params), result.seed, result)
+
+
+def _baseline_specs(ta_grid: Sequence[float]) -> list[tuple[str, str, dict[str, Any]]]:
+    specs = [(f"λ={lam:g}", "task_arithmetic", {"scaling": float(lam)}) for lam in ta_grid]
+    return specs + [(get_method(m).pretty_name, m, {}) for m in baseline_methods()]
 
 
 def _pair_indices(adapter_set: AdapterSet, tasks: Sequence[str | int]) -> list[int]:
@@ -194,49 +230,6 @@ def _pair_indices(adapter_set: AdapterSet, tasks: Sequence[str | int]) -> list[i
     if idx[0] == idx[1]:
         raise ValueError(f"the two tasks must differ, got {list(tasks)}")
     return idx
-
-
-def _sweep_jobs(methods, grid, baselines, ta_grid) -> int:
-    for m in methods:
-        if m not in SWEEP_METHODS:
-            raise ValueError(f"sweep method must be one of {list(SWEEP_METHODS)}, got {m!r}")
-    return len(methods) * len(grid) + (len(ta_grid) + len(BASELINES) if baselines else 0)
-
-
-def _sweep_method(method, pair, context, evaluate, grid, steps, warm_steps, options, emit, stop):
-    states: dict[int, Mapping[str, torch.Tensor]] = {}
-    for k, neighbour in continuation_order(len(grid)):
-        if stop is not None and stop():
-            return
-        t = grid[k]
-        start = time.perf_counter()
-        run = run_preference(
-            method, pair, context, (t, 1.0 - t),
-            steps=steps if neighbour is None else warm_steps,
-            init_phi=None if neighbour is None else states[neighbour],
-            options=dict(options or {}), should_stop=stop,
-        )  # fmt: skip
-        if run.stopped:
-            return
-        states[k] = run.state
-        scores = tuple(float(s) for s in evaluate(run.result, pair.names))
-        emit(TradeoffPoint(method, f"t={t:.2f}", t, scores, time.perf_counter() - start))
-
-
-def _baseline_points(pair, evaluate, ta_grid, emit, skipped, stop) -> None:
-    specs = [(f"λ={lam:g}", "task_arithmetic", {"scaling": lam}) for lam in ta_grid]
-    for label, method, params in [*specs, *BASELINES]:
-        if stop is not None and stop():
-            return
-        start = time.perf_counter()
-        try:
-            get_method(method)
-            result = merge(pair, method, **params)
-        except (KeyError, ValueError) as err:
-            skipped[label] = f"{method}: {err}"
-            continue
-        scores = tuple(float(s) for s in evaluate(result, pair.names))
-        emit(TradeoffPoint(method, label, None, scores, time.perf_counter() - start))
 
 
 def _result(names, out, skipped) -> TradeoffResult:
@@ -286,16 +279,16 @@ class PreferenceCloud:
 
 def preference_cloud(
     adapter_set: AdapterSet,
-    context: Any,
+    task_data: Any,
     evaluate: Evaluate,
     *,
     k: int = 8,
-    methods: Sequence[str] = ("tara_b", "adamerging"),
+    methods: Mapping[str, Mapping[str, Any]] | None = None,
     concentration: int = 1,
-    steps: int = 250,
-    warm_steps: int = 100,
+    steps: int = 0,
+    warm_steps: int = 0,
     seed: int = 0,
-    options: Mapping[str, Any] | None = None,
+    cache: Any = None,
     on_point: Callable[[str, int, Sequence[float]], None] | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -303,43 +296,35 @@ def preference_cloud(
     """``K`` Dirichlet preferences; each method's run per ρ is warm-started from its uniform-ρ run.
 
     Args:
-        k: number of preferences. concentration: symmetric Dirichlet parameter (whole number).
-        steps: steps of the uniform-ρ run; warm_steps: of each preference's run.
-        seed: seeds the preference draw. on_point: ``(method, index, scores)`` per finished run.
+        k: number of preferences. methods: method id -> fixed parameters (default TARA-B and
+            layer-wise AdaMerging, TARA-repo variant). concentration: symmetric Dirichlet
+            parameter (whole number). steps: steps of the uniform-ρ run; warm_steps: of each
+            preference's run (0 = the method's default). seed: the draw and every run.
         Other arguments as in :func:`two_task_sweep`.
     """
-    for m in methods:
-        if m not in SWEEP_METHODS:
-            raise ValueError(f"cloud method must be one of {list(SWEEP_METHODS)}, got {m!r}")
+    methods = dict(methods if methods is not None else
+                   {m: DEFAULT_SWEEP[m] for m in ("tara_b", "adamerging_layer")})  # fmt: skip
+    _check_sweep(methods)
     n = len(adapter_set)
     rhos = sample_preferences(
         k, num_tasks=n, concentration=concentration, generator=torch.Generator().manual_seed(seed)
     )
     scores: dict[str, torch.Tensor] = {}
     total, done = len(methods) * (k + 1), 0
-    for method in methods:
-        base = run_preference(
-            method,
-            adapter_set,
-            context,
-            [1.0 / n] * n,
-            steps=steps,
-            init_phi=None,
-            options=dict(options or {}),
-            should_stop=should_stop,
-        )
+    for method, fixed in methods.items():
+        run = dict(task_data=task_data, should_stop=should_stop, seed=seed, cache=cache)
+        base = merge(adapter_set, method, rho=[1.0 / n] * n, steps=steps, **fixed, **run)
         done += 1
         report_progress(progress, done / total, f"{method} uniform ρ")
         rows = []
         for i, rho in enumerate(rhos.tolist()):
-            if should_stop is not None and should_stop():
+            if base.run.get("stopped") or (should_stop is not None and should_stop()):
                 break
-            run = run_preference(method, adapter_set, context, rho, steps=warm_steps,
-                                 init_phi=base.state, options=dict(options or {}),
-                                 should_stop=should_stop)  # fmt: skip
-            if run.stopped:
+            result = merge(adapter_set, method, rho=rho, steps=warm_steps, warm_start=base,
+                           **fixed, **run)  # fmt: skip
+            if result.run.get("stopped"):
                 break
-            row = [float(s) for s in evaluate(run.result, adapter_set.names)]
+            row = [float(s) for s in evaluate(result, adapter_set.names)]
             rows.append(row)
             done += 1
             if on_point is not None:

@@ -6,6 +6,7 @@ from app_support import merge_view, state
 from app_support.jobs import DONE, FAILED, STOPPED
 from app_support.library import device_label
 from app_support.merging import (
+    opened_result,
     params_key,
     remember_warm_start,
     run_key,
@@ -75,6 +76,12 @@ def data_driven(params: dict, seed: int) -> None:
     key = run_key(SET_KEY, info.name, params, seed)
     job = st.session_state[state.ACTIVE_RUN]
     pressed = st.button("Run merge", type="primary", key="merge.run", disabled=blocked)
+    opened = opened_result(info.name, params, seed, adapter_set.names)
+    if opened is not None and not pressed:
+        keep(opened)
+        st.success("Showing the merge you opened, exactly as it was computed (its own φ).")
+        show_result(opened)
+        return
     restart = job is not None and not job.finished_ and job.key != key and not job.cancelled
     if pressed or restart:
         if job is not None and not job.finished_:

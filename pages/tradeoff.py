@@ -6,6 +6,7 @@ from app_support import state
 from app_support import tradeoff_view as tv
 from app_support.evaluation import current_bundle
 from app_support.library import feature, needs
+from app_support.merging import open_result
 from app_support.session_cache import progress_bar
 from app_support.settings import request_settings
 from app_support.workset import narrow_selection, require_task_context, require_working_set
@@ -36,11 +37,13 @@ if task_a == task_b:
     st.stop()
 with st.expander("Sweep settings", expanded=False):
     options = tv.SweepOptions(
-        methods=tuple(st.multiselect("Methods", list(tv.SWEEP_LABELS), default=["tara_b"],
-                                     format_func=tv.SWEEP_LABELS.get, key="tradeoff.methods")),
+        methods=tuple(st.multiselect("Methods", tv.sweep_methods(), default=["tara_b"],
+                                     format_func=tv.method_label, key="tradeoff.methods")),
         points=st.slider("Preferences t on the grid", 3, 21, 5, key="tradeoff.points"),
-        steps=st.slider("Steps of the first (middle) point", 1, 500, 50, key="tradeoff.steps"),
-        warm_steps=st.slider("Steps of each warm-started point", 1, 200, 20, key="tradeoff.warm"),
+        steps=st.slider("Steps of the first (middle) point (0 = the method's schedule)", 0, 500,
+                        0, key="tradeoff.steps"),
+        warm_steps=st.slider("Steps of each warm-started point (0 = the method's schedule)", 0,
+                             200, 0, key="tradeoff.warm"),
         baselines=st.toggle("Add baseline points", value=True, key="tradeoff.baselines"),
     )  # fmt: skip
 pair = (task_a, task_b)
@@ -72,7 +75,7 @@ if stored is None:
     st.info("Press **Run sweep** to compute the curve for these two tasks.")
     st.stop()
 
-result, used = stored
+result, _options = stored
 event = chart_slot.plotly_chart(
     tv.chart(result.points, pair, result.front), key="tradeoff.chart", width="stretch",
     on_select="rerun", selection_mode="points",
@@ -90,14 +93,9 @@ choice = st.selectbox("Or pick a point", range(len(labels)), format_func=labels.
 if st.button("Open this point on the Merge page", key="tradeoff.open"):
     picked = result.points[choice]
 if picked is not None:
-    method, params = tv.merge_settings(picked, used)
-    request_settings(
-        method,
-        params,
-        adapters=pair,
-        seed=getattr(picked, "seed", 0),
-        warm_start=getattr(picked, "warm_start", None),
-        source="the trade-off point",
-    )
-    narrow_selection(pair)
+    method, params, seed = tv.merge_settings(picked)
+    open_result(picked.result)
+    names = list(picked.result.adapter_names)
+    request_settings(method, params, adapters=names, seed=seed, source="the trade-off point")
+    narrow_selection(names)
     st.switch_page("pages/merge.py")

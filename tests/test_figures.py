@@ -65,9 +65,9 @@ class TestHeatmap:
         assert "0" in trace.colorbar.ticktext
 
     def test_legend_sits_under_the_plot_and_long_titles_get_a_subtitle(self):
-        fig = figures.task_bars({"a": {"t": 1.0}, "b": {"t": 2.0}, "c": {"t": 3.0}},
-                                title="Per-task normalised accuracy, test split (100 % = own adapter)",
-                                y_title="%")  # fmt: skip
+        title = "Per-task normalised accuracy, test split (100 % = own adapter)"
+        series = {"a": {"t": 1.0}, "b": {"t": 2.0}, "c": {"t": 3.0}}
+        fig = figures.task_bars(series, title=title, y_title="%")
         assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 0.0
         assert fig.layout.title.text == "Per-task normalised accuracy, test split"
         assert fig.layout.title.subtitle.text == "(100 % = own adapter)"

@@ -18,10 +18,10 @@ from merging_core.recipe import (
     parse_recipe,
     recipe_inputs,
     recipe_to_json,
-    replay_recipe,
     validate_recipe,
     version_differences,
 )
+from merging_core.replay import replay_recipe
 
 MODULES = ("layers.0.q_proj", "layers.0.v_proj", "layers.1.q_proj")
 

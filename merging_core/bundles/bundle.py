@@ -1,4 +1,5 @@
-"""A loaded sample bundle: base encoder, zero-shot heads, adapters, data, and batched evaluation.
+"""Bundle kind ``tiny-vit-zero-shot`` (vision8): a tiny CLIP-style ViT, cosine zero-shot heads,
+adapters, image data, batched evaluation, and the task-data source merges learn from.
 
 Evaluation acts on ΔW: it adds each dense per-module update to the base weight
 (``W + ΔW``, base layout ``(d_out, d_in)``) and runs the test (or validation) inputs of the chosen
@@ -19,8 +20,11 @@ from torch.func import functional_call
 
 from merging_core.adapters import AdapterSet
 from merging_core.bundles import files
-from merging_core.bundles.context import TaskContext
+from merging_core.bundles.cosine import CosineTaskData
 from merging_core.bundles.vit import TinyViT, ViTConfig
+from merging_core.lowrank_forward import require_unpatched
+
+KIND = "tiny-vit-zero-shot"
 
 EVAL_SPLITS = ("validation", "test")
 EVAL_CHUNK = 128  # images per forward: fastest on a 2-core CPU (cache-sized activations)
@@ -81,18 +85,24 @@ class Bundle:
             [load_adapter(self.adapter_dirs[t], name=t) for t in self.task_names]
         )
 
-    def context(self, device: torch.device | str | None = None) -> TaskContext:
-        """What data-driven merges get: frozen encoder, heads, temperature, unlabeled val inputs."""
+    def task_data(self, device: torch.device | str | None = None) -> CosineTaskData:
+        """What data-driven merges get: frozen encoder, heads, unlabeled validation inputs."""
         dev = torch.device(device) if device is not None else torch.device("cpu")
         encoder = self.encoder if dev.type == "cpu" else _frozen_copy(self.encoder).to(dev)
-        return TaskContext(
-            encoder=encoder,
+        return CosineTaskData(
+            name=self.name,
             task_names=self.task_names,
-            heads=tuple(self.heads[t].to(dev) for t in self.task_names),
-            logit_scale=self.logit_scale,
-            unlabeled=tuple(self.images(t, "validation").to(dev) for t in self.task_names),
             device=dev,
+            encoder=encoder,
+            heads={t: self.heads[t].to(dev) for t in self.task_names},
+            logit_scale=self.logit_scale,
+            entropy_scale=float(self.manifest["base_model"].get("entropy_scale", 1.0)),
+            inputs={t: self.images(t, "validation").to(dev) for t in self.task_names},
         )
+
+    def fingerprint(self) -> str:
+        """Content hash of what merges read (see :meth:`CosineTaskData.fingerprint`)."""
+        return self.task_data().fingerprint()
 
     def zero_shot_accuracy(self) -> dict[str, float]:
         """Per task, the base model's test accuracy with its zero-shot head (from the manifest)."""
@@ -185,6 +195,7 @@ class Bundle:
     @torch.inference_mode()
     def _features(self, names: list[str], split: str, weights: dict[str, torch.Tensor]):
         """``(N_total, embed_dim)`` features of the tasks' inputs, concatenated in task order."""
+        require_unpatched(self.encoder)
         if not weights:
             return torch.cat([self._base_features(n, split) for n in names])
         tokens = torch.cat([self._tokens(n, split) for n in names])  # (N_total, 1 + P, d)
@@ -237,9 +248,8 @@ def _freeze(encoder: TinyViT) -> TinyViT:
     return encoder.eval()
 
 
-def load_bundle_from(root: Path) -> Bundle:
-    """Load the bundle in folder ``root`` (see ``sample_adapters/vision8/README.md``)."""
-    manifest = files.read_manifest(root)
+def load_vision_bundle(root: Path, manifest: dict[str, Any]) -> Bundle:
+    """Load a ``tiny-vit-zero-shot`` bundle in folder ``root`` (see its README)."""
     base = manifest["base_model"]
     encoder = TinyViT(ViTConfig(**base["config"]))
     encoder.load_state_dict(files.read_tensors(root, base["weights"]))
@@ -260,12 +270,7 @@ def load_bundle_from(root: Path) -> Bundle:
     )
 
 
-def load_bundle(name: str = "vision8") -> Bundle:
-    """Load a shipped sample bundle by name (offline, no training; well under a second)."""
-    return load_bundle_from(files.bundle_root(name))
-
-
-def task_arithmetic_grid(bundle: Bundle, grid: Sequence[float]) -> dict[str, Any]:
+def task_arithmetic_grid(bundle: Any, grid: Sequence[float]) -> dict[str, Any]:
     """Task Arithmetic over all adapters for each λ in ``grid``: per-task normalised accuracy
     and its average (the bundle's reference difficulty numbers)."""
     from merging_core.merge import merge

@@ -59,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
     adapters = bundle.adapter_set()
     if tasks is not None:
         adapters = adapters.subset([bundle.task_names.index(t) for t in tasks])
-    context = bundle.context() if info.needs_data else None
+    task_data = bundle.task_data() if info.needs_data else None
     bar = None if args.no_progress else TextBar(sys.stderr)
     try:
-        result = merge(adapters, info.name, seed=args.seed, progress=bar, context=context, **params)
+        result = merge(
+            adapters, info.name, seed=args.seed, progress=bar, task_data=task_data, **params
+        )
     finally:
         if bar is not None:
             bar.close()

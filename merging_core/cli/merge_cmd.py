@@ -2,11 +2,14 @@
 
     merge-lab merge DIR... --method NAME [--set k=v ...] [--rank N] [--seed S] --out OUT
                            [--overwrite] [--json]
-    merge-lab merge --recipe recipe.json --out OUT [DIR...] [--overwrite] [--json]
+    merge-lab merge --bundle B --method tara_b [--set k=v ...] --out OUT     (data-driven)
+    merge-lab merge --recipe recipe.json [--bundle B] --out OUT [DIR...] [--overwrite] [--json]
 
 ``--set`` values go through the method's parameter spec (weights as comma lists, ``none`` for
-the default). With ``--recipe`` the inputs' weight hashes are checked; DIRs, when given, replace
-the recorded paths (same order). A text progress bar goes to stderr, results to stdout.
+the default). ``--bundle`` (a shipped bundle name or a bundle folder) supplies the task data of
+data-driven methods, and its adapters when no DIR is given. With ``--recipe`` the inputs' weight
+hashes and the task data's fingerprint are checked; DIRs, when given, replace the recorded paths
+(same order). A text progress bar goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -21,13 +24,8 @@ from merging_core.adapters import AdapterSet
 from merging_core.export import DENSE_RANK_CAP, ExportReport, check_rank, export_merge
 from merging_core.merge import Progress, merge
 from merging_core.methods import MethodInfo, get_method
-from merging_core.recipe import (
-    build_recipe,
-    parse_recipe,
-    recipe_inputs,
-    replay_recipe,
-    version_differences,
-)
+from merging_core.recipe import build_recipe, parse_recipe, recipe_inputs, version_differences
+from merging_core.replay import replay_recipe
 
 
 def add_set_option(parser: argparse.ArgumentParser, *, example: str) -> None:
@@ -65,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base-model", default=None, help="base model id for the config (default: the inputs' own)"
     )
     parser.add_argument("--recipe", type=Path, help="replay this recipe.json instead")
+    parser.add_argument("--bundle", default=None,
+                        help="bundle name or folder: task data for data-driven methods (and its "
+                             "adapters when no DIR is given)")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output adapter folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
@@ -89,24 +90,18 @@ def run(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportReport, dict[str, Any]]:
     if not args.method:
         raise ValueError("merge needs --method NAME (or --recipe recipe.json)")
-    if not args.dirs:
-        raise ValueError("merge needs at least one adapter folder DIR")
     info = get_method(args.method)
-    if info.needs_data:
-        raise ValueError(
-            f"method {info.name!r} learns from a bundle's unlabeled data, which the CLI does not "
-            "load; run it from the app"
-        )
     params = parse_sets(info, args.sets)
-    from merging_core import io
-
-    adapter_set = AdapterSet.from_adapters(io.load_adapters(args.dirs))
+    bundle = _bundle(args.bundle, needed=info.needs_data, method=info.name)
+    adapter_set, dirs = _adapters(args.dirs, bundle)
     _notes([*adapter_set.issues, *(w for a in adapter_set for w in a.warnings)])
     seed = 0 if args.seed is None else args.seed
-    result = merge(adapter_set, info.name, seed=seed, progress=_part(bar, 0.0, 0.5), **params)
+    task_data = bundle.task_data() if info.needs_data else None
+    result = merge(adapter_set, info.name, seed=seed, progress=_part(bar, 0.0, 0.5),
+                   task_data=task_data, **params)  # fmt: skip
     base = args.base_model if args.base_model is not None else _common_base(adapter_set)
     recipe = build_recipe(
-        result, inputs=recipe_inputs(adapter_set, args.dirs), rank=args.rank, base_model=base
+        result, inputs=recipe_inputs(adapter_set, dirs), rank=args.rank, base_model=base
     )
     report = export_merge(
         result,
@@ -136,11 +131,40 @@ def _replay(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportRepor
         raise ValueError(f"--recipe fixes the merge; drop {', '.join(clashes)}")
     recipe = parse_recipe(args.recipe.read_text(encoding="utf-8"), source=str(args.recipe))
     _notes([f"{note}; the replay may not be bit-exact" for note in version_differences(recipe)])
+    needs = bool(recipe.get("task_data"))
+    bundle = _bundle(args.bundle, needed=needs, method=recipe["method"])
     report = replay_recipe(
-        recipe, args.out, paths=args.dirs or None, overwrite=args.overwrite, progress=bar
-    )
+        recipe, args.out, paths=args.dirs or None, overwrite=args.overwrite, progress=bar,
+        task_data=bundle.task_data("cpu") if needs else None, recipe_dir=args.recipe.parent,
+    )  # fmt: skip
     summary = {"method": recipe["method"], "params": recipe["params"], "seed": recipe["seed"]}
     return report, {**summary, "recipe": str(args.recipe)}
+
+
+def _bundle(name: str | None, *, needed: bool, method: str) -> Any:
+    """The ``--bundle`` (None when not given and not needed)."""
+    if name is None:
+        if needed:
+            raise ValueError(
+                f"method {method!r} learns from unlabeled task data; pass --bundle NAME or FOLDER "
+                "(e.g. --bundle vision8)"
+            )
+        return None
+    from merging_core.bundles import load_bundle
+
+    return load_bundle(name)
+
+
+def _adapters(dirs: list[str], bundle: Any) -> tuple[AdapterSet, list[str]]:
+    """The DIRs' adapters, or (no DIR) the bundle's, with the paths a recipe records."""
+    from merging_core import io
+
+    if dirs:
+        return AdapterSet.from_adapters(io.load_adapters(dirs)), list(dirs)
+    if bundle is None:
+        raise ValueError("merge needs at least one adapter folder DIR (or --bundle)")
+    adapters = bundle.adapter_set()
+    return adapters, [a.source for a in adapters]
 
 
 def parse_sets(info: MethodInfo, sets: list[str]) -> dict[str, Any]:

@@ -53,9 +53,9 @@ def preference_set(num_tasks: int, draws: int, seed: int) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     from merging_core.sensitivity import directional_jacobian, summarise
 
-    _, adapters, context = load(args)
+    _, adapters, task_data = load(args)
     sens = run_with_bar(args, lambda bar: directional_jacobian(
-        adapters, context, variant=args.variant, unit_norm=args.unit_norm,
+        adapters, task_data, variant=args.variant, unit_norm=args.unit_norm,
         batch_size=args.batch_size, seed=args.seed, progress=bar,
     ))  # fmt: skip
     rhos = preference_set(len(adapters), args.preferences, args.seed)

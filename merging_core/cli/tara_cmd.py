@@ -1,12 +1,13 @@
-"""``merge-lab tara``: learn TARA-Merging weights on a sample bundle and score the merge.
+"""``merge-lab tara``: learn TARA-Merging weights on a bundle and score the merge.
 
-    merge-lab tara --bundle vision8 --variant {a,b} [--rho R1,R2,...] [--alpha A] [--steps N]
-                   [--scalarisation stch|stch_abs|linear] [--lr LR] [--seed S]
+    merge-lab tara --bundle vision8|nli6|FOLDER --variant {a,b} [--rho R1,R2,...] [--alpha A]
+                   [--steps N] [--scalarisation stch|stch_abs|linear] [--lr LR] [--seed S]
                    [--device auto|cpu|cuda] [--out DIR] [--json]
 
-Runs :func:`merging_core.methods.tara.run_tara` on the bundle's unlabeled validation inputs
-(CUDA when present, else CPU), then reports per-task test accuracy, normalised accuracy, the
-anchors and the loss curve's ends. ``--out`` exports the merge as a PEFT adapter.
+Runs ``merge(adapters, "tara_a"|"tara_b", task_data=bundle.task_data(device), ...)`` on the
+bundle's unlabeled validation inputs (CUDA when present, else CPU), then reports per-task test
+accuracy, normalised accuracy, the anchors and the loss curve's ends. ``--out`` exports the merge
+as a PEFT adapter whose recipe replays it (``merge-lab merge --recipe R --bundle B --out D``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 import torch
 
 from merging_core.cli.merge_cmd import TextBar
-from merging_core.methods.tara import DEFAULT_ENTROPY_SCALE
 from merging_core.preference import SCALARISATIONS
 
 
@@ -35,11 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rho", default=None, help="preference, comma list (normalised; 1/N)")
     parser.add_argument("--alpha", type=float, default=1.0, help="STCH smoothing α (1.0)")
     parser.add_argument("--scalarisation", choices=SCALARISATIONS, default="stch")
-    parser.add_argument("--steps", type=int, default=250, help="optimisation steps (250)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="optimisation steps (0 = official schedule: 5 epochs × min(50, "
+                             "validation batches))")  # fmt: skip
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (1e-3)")
     parser.add_argument(
-        "--entropy-scale", type=float, default=DEFAULT_ENTROPY_SCALE,
-        help=f"logit scale inside the entropy objective ({DEFAULT_ENTROPY_SCALE:g}; official: 1)",
+        "--entropy-scale", type=float, default=0.0,
+        help="scale inside the entropy objective (0 = the bundle's own; 1 = un-scaled logits)",
     )  # fmt: skip
     parser.add_argument("--out", default=None, help="export the merge as a PEFT adapter here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -48,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_bundle_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by the tara / tradeoff / sensitivity commands."""
-    parser.add_argument("--bundle", default="vision8", help="sample bundle name (vision8)")
+    parser.add_argument("--bundle", default="vision8",
+                        help="shipped bundle name (vision8, nli6) or a bundle folder (vision8)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the batch order (0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")
@@ -56,18 +59,24 @@ def add_bundle_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """``(bundle, adapter_set, context)`` on the chosen device."""
+    """``(bundle, adapter_set, task_data)`` on the chosen device."""
     from merging_core.bundles import load_bundle
 
-    device = args.device
+    device = pick_device(args.device)
+    bundle = load_bundle(args.bundle)
+    return bundle, bundle.adapter_set(), bundle.task_data(device)
+
+
+def pick_device(device: str) -> str:
+    """``auto`` -> cuda when present else cpu; checks an explicit choice."""
+    requested = device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {args.device!r}")
+        raise ValueError(f"--device must be auto, cpu or cuda, got {requested!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA device is available")
-    bundle = load_bundle(args.bundle)
-    return bundle, bundle.adapter_set(), bundle.context(device)
+    return device
 
 
 def normalised_scores(bundle: Any):
@@ -91,19 +100,18 @@ def run_with_bar(args: argparse.Namespace, work):
 
 
 def run(args: argparse.Namespace) -> int:
-    from merging_core.methods.tara import run_tara
+    from merging_core.merge import merge
 
-    bundle, adapters, context = load(args)
+    bundle, adapters, task_data = load(args)
     rho = [float(v) for v in args.rho.split(",")] if args.rho else None
-    tara = run_with_bar(args, lambda bar: run_tara(
-        adapters, context, variant=args.variant, rho=rho, alpha=args.alpha,
+    result = run_with_bar(args, lambda bar: merge(
+        adapters, f"tara_{args.variant}", task_data=task_data, rho=rho, alpha=args.alpha,
         scalarisation=args.scalarisation, steps=args.steps, lr=args.lr, seed=args.seed,
         entropy_scale=args.entropy_scale, progress=bar,
     ))  # fmt: skip
-    scores = bundle.evaluate(tara.result)
-    summary = _summary(tara, scores, str(context.device))
+    summary = _summary(result, bundle.evaluate(result))
     if args.out:
-        summary["export"] = _export(tara.result, args.out, args.overwrite)
+        summary["export"] = _export(result, args.out, args.overwrite, bundle)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -111,21 +119,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(tara: Any, scores: dict[str, Any], device: str) -> dict[str, Any]:
+def _summary(result: Any, scores: dict[str, Any]) -> dict[str, Any]:
+    run, diag = result.run, result.diagnostics
     return {
-        "method": tara.method, "rho": list(tara.rho), "alpha": tara.alpha,
-        "scalarisation": tara.scalarisation, "steps": tara.steps_done, "seconds": tara.seconds,
-        "device": device, "anchors": list(tara.anchors),
-        "loss_first": tara.losses[0] if tara.losses else None,
-        "loss_last": tara.losses[-1] if tara.losses else None,
-        "scores": scores,
+        "method": result.method, "rho": diag["rho"], "alpha": diag["alpha"],
+        "scalarisation": result.params["scalarisation"], "steps": run["steps_done"],
+        "seconds": run["seconds"], "device": run["device"], "anchors": diag["anchors"],
+        "loss_first": diag["loss_first"], "loss_last": diag["loss_last"], "scores": scores,
     }  # fmt: skip
 
 
-def _export(result: Any, out: str, overwrite: bool) -> str:
+def _export(result: Any, out: str, overwrite: bool, bundle: Any) -> str:
+    """Export with a replayable recipe (inputs = the bundle's adapter folders)."""
     from merging_core.export import export_merge
+    from merging_core.recipe import build_recipe, recipe_inputs
 
-    export_merge(result, out, overwrite=overwrite)
+    recipe = build_recipe(result, inputs=recipe_inputs(bundle.adapter_set()))
+    export_merge(result, out, overwrite=overwrite, recipe=recipe)
     return out
 
 

@@ -1,6 +1,6 @@
 """``merge-lab tradeoff``: two-task preference sweep (TARA-A/B, AdaMerging) and baselines.
 
-    merge-lab tradeoff --bundle vision8 --tasks I J [--points K] [--methods tara_b,adamerging]
+    merge-lab tradeoff --bundle vision8 --tasks I J [--points K] [--methods tara_b,adamerging_layer]
                        [--steps N] [--warm-steps M] [--no-baselines] [--json]
 
 Merges only the two tasks' adapters, sweeps ρ = (t, 1 − t) with continuation, adds the
@@ -27,11 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", nargs=2, required=True, metavar=("I", "J"),
                         help="two task names or 0-based indices")  # fmt: skip
     parser.add_argument("--points", type=int, default=11, help="grid points in t (11)")
-    parser.add_argument("--methods", default="tara_a,tara_b,adamerging",
-                        help="comma list of tara_a, tara_b, adamerging")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=250, help="steps of the first point (250)")
-    parser.add_argument("--warm-steps", type=int, default=50, help="steps per warm point (50)")
+    parser.add_argument("--methods", default="tara_a,tara_b,adamerging_layer",
+                        help="comma list of registered preference methods (tara_a, tara_b, "
+                             "adamerging_layer: layer-wise, TARA-repo variant)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=0,
+                        help="steps of the first point (0 = the method's default schedule)")
+    parser.add_argument("--warm-steps", type=int, default=0,
+                        help="steps per warm-started point (0 = the method's default)")
     parser.add_argument("--alpha", type=float, default=1.0, help="STCH smoothing α (1.0)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     parser.set_defaults(func=run)
 
@@ -39,20 +43,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from merging_core.tradeoff import two_task_sweep
 
-    bundle, adapters, context = load(args)
+    bundle, adapters, task_data = load(args)
     tasks = [int(t) if t.isdigit() else t for t in args.tasks]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = {m.strip(): sweep_params(m.strip(), args) for m in args.methods.split(",") if m.strip()}
     result = run_with_bar(args, lambda bar: two_task_sweep(
-        adapters, context, normalised_scores(bundle), tasks=tasks, points=args.points,
+        adapters, task_data, normalised_scores(bundle), tasks=tasks, points=args.points,
         methods=methods, steps=args.steps, warm_steps=args.warm_steps,
-        baselines=not args.no_baselines, options={"alpha": args.alpha, "seed": args.seed},
-        progress=bar,
+        baselines=not args.no_baselines, seed=args.seed, progress=bar,
     ))  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print("\n".join(_lines(result)))
     return 0
+
+
+def sweep_params(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Fixed parameters of a swept method: lr for all, α for TARA, AdaMerging's ρ-weighted variant."""
+    from merging_core.tradeoff import DEFAULT_SWEEP
+
+    params: dict[str, Any] = {**DEFAULT_SWEEP.get(method, {}), "lr": args.lr}
+    if method.startswith("tara_"):
+        params["alpha"] = args.alpha
+    return params
 
 
 def _lines(result: Any) -> list[str]:

@@ -38,7 +38,7 @@ from merging_core.geometry.spectra import (
     energy_curve,
     stable_rank,
 )
-from merging_core.merge import Progress, report_progress
+from merging_core.results import Progress, report_progress
 
 CHUNK_ELEMENTS = 1 << 23  # float64 entries of stacked factors per batch (64 MiB)
 

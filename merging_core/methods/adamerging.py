@@ -2,7 +2,7 @@
 
 Space: ΔW, computed in factor space. ``ΔW = Σ_t λ_t ΔW_t`` (task-wise) or per module
 ``Σ_t λ_{t,l} ΔW_t^l`` (layer-wise, one λ per LoRA module and task), run through the shared
-coefficient-weighted forward (:mod:`merging_core.directional`) with ``φ = λ`` tied over each
+coefficient-weighted forward (:mod:`merging_core.adaptive`) with ``φ = λ`` tied over each
 adapter's rank-1 directions, so the forward is ``W_0 x + Σ_t λ_t B_t (A_t x)`` and the result is
 exact stacked factors (rank ``Σ r_t``). It depends on ΔW only.
 
@@ -15,42 +15,29 @@ Two variants (methods.md §9, tara.md §3.6):
 * ``tara_repo``: as the TARA repository runs it: no clamp, init 0.4, AdamW lr 1e-3, 250 steps,
   one batch of 16, loss = ``Σ_i ρ_i (H_i − z_i)`` (linear preference-weighted, anchors ``z_i``).
 
-The entropies are those of ``softmax(s · cos)``, ``s = entropy_scale``; by default the bundle's
-own ``logit_scale`` (≈ 14.5 on vision8), which AdaMerging's own recipe uses and which scored best
-on vision8's validation split (layer-wise original, seed 0: 55.3 at the bundle's scale, 40.9 at
-``s = 1``). TARA's default differs (see :mod:`merging_core.methods.tara`).
+The entropies are those of the heads' own logits by default (``entropy_scale = 0``; on vision8
+CLIP's ``logit_scale`` ≈ 14.5 times the cosines, as AdaMerging's own recipe uses); ``s > 0`` uses
+``softmax(s · z)`` with ``z`` the un-scaled logits. TARA's default differs (see
+:mod:`merging_core.methods.tara`).
 
 Reference: https://arxiv.org/abs/2310.02575
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.directional import (
-    ShouldStop,
-    TaskCoefficients,
-    TrainConfig,
-    compute_anchors,
-    merged_result,
-    task_indices,
-    train_coefficients,
-)
-from merging_core.merge import MergeResult, Progress
+from merging_core.adaptive.cache import AdaptiveCache, anchors_for, banks_for
+from merging_core.adaptive.coefficients import TaskCoefficients
+from merging_core.adaptive.common import check_inputs, run_record, seed_from, warm_state
+from merging_core.adaptive.loop import ShouldStop, TrainConfig, merged_result, train_coefficients
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.tara import (
-    TaraRun,
-    cached_banks,
-    resolve_device,
-    seed_from,
-    used_scale,
-)
 from merging_core.preference import normalise_preference
+from merging_core.results import MergeResult, Progress
+from merging_core.taskdata import TaskData
 
 PAPER_URL = "https://arxiv.org/abs/2310.02575"
 
@@ -62,93 +49,65 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def run_adamerging(
     adapter_set: AdapterSet,
-    context: Any,
     *,
-    layerwise: bool = True,
-    variant: str = "original",
-    rho: Sequence[float] | None = None,
-    steps: int | None = None,
-    lr: float = 1e-3,
-    batch_size: int = 16,
-    entropy_scale: float | None = None,
-    seed: int = 0,
-    init_phi: Mapping[str, torch.Tensor] | None = None,
-    device: torch.device | str | None = None,
-    progress: Progress | None = None,
+    layerwise: bool,
+    task_data: TaskData,
+    variant: str,
+    rho: tuple[float, ...] | None,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    entropy_scale: float,
+    generator: torch.Generator | None = None,
+    warm_start: Any = None,
     should_stop: ShouldStop | None = None,
-) -> TaraRun:
-    """Learn AdaMerging coefficients on ``context``'s unlabeled data.
+    device: Any = None,
+    cache: AdaptiveCache | None = None,
+    progress: Progress | None = None,
+) -> MergeResult:
+    """Learn AdaMerging coefficients (the registered methods call this; use ``merge``).
 
-    Args:
-        adapter_set: adapters named like the context's tasks.
-        context: a bundle's ``TaskContext``.
-        layerwise: one λ per (module, task) (else one per task).
-        variant: ``"original"`` or ``"tara_repo"`` (see the module docstring).
-        rho: preference for ``tara_repo``'s linear loss (ignored by ``original``).
-        steps: optimiser steps (None = the variant's default, 500 or 250).
-        lr, batch_size, seed: loop settings and batch-order seed.
-        entropy_scale: logit scale inside the entropies and anchors (None = the bundle's own,
-            the default; 1.0 = un-scaled cosines). Evaluation is never affected.
-        init_phi: warm start (a previous run's ``state``, ``{"lambda": ...}``).
-        device: must match ``context.device``. progress / should_stop: as in ``run_tara``.
-
-    Returns:
-        A :class:`~merging_core.methods.tara.TaraRun` (``state["lambda"]`` holds λ, unclamped).
+    ``state["lambda"]`` holds λ (unclamped); ``steps = 0`` takes the variant's default.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    method = "adamerging_layer" if layerwise else "adamerging_task"
     spec = VARIANTS[variant]
-    dev = resolve_device(context, device)
+    dev = check_inputs(adapter_set, task_data, device)
     prefs = normalise_preference(rho, count=len(adapter_set))
-    tasks = task_indices(adapter_set, context)
-    banks = cached_banks(adapter_set, variant="a", device=dev)
+    scale = float(entropy_scale) if entropy_scale > 0 else None  # None: the heads' own logits
+    banks = banks_for(cache, adapter_set, variant="a", device=dev)
+    warm = warm_state(warm_start, method)
     coeffs = TaskCoefficients(
         banks, num_tasks=len(adapter_set), layerwise=layerwise, init=spec["init"],
-        clamp=spec["clamp"], warm=init_phi,
+        clamp=spec["clamp"], warm=warm,
     )  # fmt: skip
-    objective, anchors = _objective(adapter_set, context, variant, prefs, dev, entropy_scale)
+    objective, anchors = _objective(adapter_set, task_data, variant, prefs, dev, scale, cache)
     config = TrainConfig(
-        steps=int(spec["steps"] if steps is None else steps), lr=lr, batch_size=batch_size,
+        steps=int(steps or spec["steps"]), lr=lr, batch_size=int(batch_size),
         batches_per_step=spec["batches_per_step"], optimizer=spec["optimizer"],
-        entropy_scale=entropy_scale,
+        entropy_scale=scale,
     )  # fmt: skip
     trace = train_coefficients(
-        context, tasks, banks, coeffs, objective, config=config,
-        generator=torch.Generator().manual_seed(int(seed)), progress=progress,
+        task_data, list(adapter_set.names), banks, coeffs, objective, config=config,
+        generator=torch.Generator().manual_seed(seed_from(generator)), progress=progress,
         should_stop=should_stop,
     )  # fmt: skip
-    state = coeffs.state()
     diagnostics = {
-        "lambda": _used_lambda(coeffs).tolist(),
+        "lambda": coeffs.used().detach().cpu().tolist(),
         "loss_first": trace.losses[0] if trace.losses else None,
         "loss_last": trace.losses[-1] if trace.losses else None,
-        "steps_done": trace.steps_done,
-        "variant": variant,
-        "anchors": list(anchors),
-    }
-    result = merged_result(adapter_set, banks, coeffs(), diagnostics=diagnostics, extras=state)
-    method = "adamerging_layer" if layerwise else "adamerging_task"
-    params = {"variant": variant, "steps": config.steps, "lr": float(lr),
-              "batch_size": int(batch_size), "rho": prefs,
-              "entropy_scale": used_scale(context, entropy_scale)}  # fmt: skip
-    result = replace(result, method=method, params=params, seed=int(seed))
-    return TaraRun(
-        method=method, rho=prefs, alpha=0.0,
-        scalarisation="linear" if variant == "tara_repo" else "sum", state=state,
-        losses=trace.losses, entropies=trace.entropies, anchors=anchors, result=result,
-        steps_done=trace.steps_done, stopped=trace.stopped, seconds=trace.seconds,
+        "variant": variant, "anchors": list(anchors), "entropy_scale_used": scale,
+        "steps_planned": config.steps,
+    }  # fmt: skip
+    return merged_result(
+        adapter_set, banks, coeffs(), diagnostics=diagnostics, state=coeffs.state(),
+        run=run_record(trace, task_data, dev, warm), extras={"warm_start": warm} if warm else None,
     )  # fmt: skip
 
 
-def _used_lambda(coeffs: TaskCoefficients) -> torch.Tensor:
-    lam = coeffs.lam.detach().cpu()
-    return lam.clamp(0.0, 1.0) if coeffs.clamp else lam
-
-
-def _objective(adapter_set, context, variant, prefs, dev, entropy_scale):
+def _objective(adapter_set, data, variant, prefs, dev, scale, cache):
     if variant == "original":
         return (lambda H: H.sum()), tuple(0.0 for _ in prefs)
-    anchors = compute_anchors(adapter_set, context, scale=entropy_scale)
+    anchors = anchors_for(cache, adapter_set, data, scale=scale)
     rho_t, z_t = torch.tensor(prefs, device=dev), torch.tensor(anchors, device=dev)
     return (lambda H: torch.sum(rho_t * (H - z_t))), anchors
 
@@ -157,32 +116,17 @@ ADA_PARAMS = (
     Param("variant", "choice", "original", choices=tuple(VARIANTS),
           help="original: clamp [0,1], init 0.3, Adam, entropy sum; tara_repo: TARA repo's "
                "baseline (init 0.4, AdamW, Σρ(H−z))."),
-    Param("steps", "int", 0, low=0, high=5000, step=10,
+    Param("steps", "int", 0, low=0, high=2000, step=10,
           help="Optimisation steps; 0 = the variant's default (500 original, 250 tara_repo)."),
     Param("lr", "float", 1e-3, low=1e-5, high=1.0, log=True, help="Learning rate."),
     Param("batch_size", "int", 16, low=1, high=512, help="Unlabeled inputs per task per batch."),
     Param("rho", "weights", None, low=0.0, high=1e6,
           help="Preference ρ for the tara_repo loss (normalised; ignored by original)."),
     Param("entropy_scale", "float", 0.0, low=0.0, high=100.0, step=0.5,
-          help="Logit scale inside the entropy objective: softmax(s · cos); 0 = the bundle's own "
-               "logit scale (default, as AdaMerging's own recipe; 1 = un-scaled cosines). "
-               "Evaluation is never affected."),
+          help="Scale inside the entropy objective: softmax(s · z), z the un-scaled logits; 0 = "
+               "the heads' own logits (default, as AdaMerging's own recipe). Evaluation is never "
+               "affected."),
 )  # fmt: skip
-
-
-def _method(layerwise: bool):
-    def method(
-        adapter_set, *, context, generator=None, progress=None, steps=0, entropy_scale=0.0,
-        **params,
-    ):  # fmt: skip
-        run = run_adamerging(
-            adapter_set, context, layerwise=layerwise, steps=steps or None,
-            entropy_scale=entropy_scale or None, seed=seed_from(generator), progress=progress,
-            **params,
-        )  # fmt: skip
-        return run.result
-
-    return method
 
 
 @register_method(
@@ -192,11 +136,11 @@ def _method(layerwise: bool):
     space="factors",
     params=ADA_PARAMS,
     needs_data=True,
-    tags=("data-driven",),
+    tags=("data-driven", "preference"),
 )
 def adamerging_task(adapter_set: AdapterSet, **kwargs: Any) -> MergeResult:
     """Task-wise AdaMerging: one entropy-learned λ per adapter."""
-    return _method(False)(adapter_set, **kwargs)
+    return run_adamerging(adapter_set, layerwise=False, **kwargs)
 
 
 @register_method(
@@ -206,8 +150,8 @@ def adamerging_task(adapter_set: AdapterSet, **kwargs: Any) -> MergeResult:
     space="factors",
     params=ADA_PARAMS,
     needs_data=True,
-    tags=("data-driven",),
+    tags=("data-driven", "preference"),
 )
 def adamerging_layer(adapter_set: AdapterSet, **kwargs: Any) -> MergeResult:
     """Layer-wise AdaMerging: one entropy-learned λ per LoRA module and adapter."""
-    return _method(True)(adapter_set, **kwargs)
+    return run_adamerging(adapter_set, layerwise=True, **kwargs)

@@ -29,16 +29,16 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.merge import (
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.task_arithmetic import adapter_weights
+from merging_core.methods.ties import check_choice
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     each_module,
     result_from_modules,
 )
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import check_choice
 
 WEIGHT_ON = ("A", "B")
 

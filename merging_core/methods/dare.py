@@ -27,7 +27,6 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.merge import MergeResult, Progress, report_progress
 from merging_core.methods.registry import Param, register_method
 from merging_core.methods.sparsify import SignMethod, drop_and_rescale
 from merging_core.methods.task_arithmetic import adapter_weights
@@ -42,6 +41,7 @@ from merging_core.methods.ties import (
     linear_delta,
     ties_merge_parts,
 )
+from merging_core.results import MergeResult, Progress, report_progress
 
 VARIANTS = ("linear", "ties")
 DROP_RATE = Param(

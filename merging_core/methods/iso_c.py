@@ -34,15 +34,15 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
-from merging_core.merge import (
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.tsv_m import drop_below, noise_floor, polar_factor, sum_svd
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     each_module,
     result_from_modules,
 )
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.tsv_m import drop_below, noise_floor, polar_factor, sum_svd
 
 ISO_MODES = ("low_rank", "official")
 PAPER_URL = "https://arxiv.org/abs/2502.04959"

@@ -35,13 +35,6 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import svd_of_concat
-from merging_core.merge import (
-    MergedModule,
-    MergeResult,
-    Progress,
-    report_progress,
-    result_from_modules,
-)
 from merging_core.methods.dare import DROP_RATE, dropped_tensors, mask_seeds, weighted_sum_parts
 from merging_core.methods.registry import Param, register_method
 from merging_core.methods.task_arithmetic import adapter_weights
@@ -51,6 +44,13 @@ from merging_core.methods.ties import (
     check_choice,
     scaled_progress,
     ties_merge_parts,
+)
+from merging_core.results import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    report_progress,
+    result_from_modules,
 )
 
 VARIANTS = ("ta", "ties", "dare")

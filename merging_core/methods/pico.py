@@ -35,16 +35,15 @@ import torch
 
 from merging_core.adapters import Adapter, AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, frobenius_norm
-from merging_core.merge import (
+from merging_core.methods.registry import Param, register_method, run_method
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     each_module,
-    merge,
     report_progress,
     result_from_modules,
 )
-from merging_core.methods.registry import Param, register_method
 
 BASE_METHODS = ("task_arithmetic", "ties", "tsv_m")
 
@@ -161,7 +160,7 @@ def pico(
     report_progress(progress, 0.0, "calibrating B factors")
     calibrated = calibrated_set(adapter_set)
     seed = 0 if generator is None else int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    merged = merge(calibrated, base, seed=seed, **_base_params(base, ties_density))
+    merged = run_method(calibrated, base, seed=seed, params=_base_params(base, ties_density))
     modules: dict[str, MergedModule] = {}
     gammas: dict[str, float] = {}
     for name, mods in each_module(adapter_set, progress):

@@ -1,7 +1,8 @@
 """The merge-method registry: one decorator, one dict, typed parameter specs with bounds.
 
-A method is a function ``fn(adapter_set, *, generator, progress, context, **params) -> MergeResult``
-registered with :func:`register_method`. Its parameter spec drives the app's widgets and the CLI's
+A method is a function ``fn(adapter_set, *, generator, progress, **params) -> MergeResult``
+(data-driven methods also take ``task_data, warm_start, should_stop, device, cache``) registered
+with :func:`register_method`; :func:`run_method` is the one place that validates and calls it. Its parameter spec drives the app's widgets and the CLI's
 ``--set k=v`` parsing, so no page or command has per-method code.
 """
 
@@ -104,7 +105,7 @@ class MethodInfo:
         name: id (lower snake case), e.g. ``"ties"``. pretty_name: display name.
         reference_url: paper link. space: ``"factors"`` (exact low-rank route) or ``"delta"``
             (element-wise on dense ΔW, streamed one module at a time).
-        needs_data: True when the method needs a bundle's unlabeled data (``context``).
+        needs_data: True when the method learns from unlabeled task data (``task_data``).
         params: the parameter spec. fn: the implementation. summary: one-line description.
         reconstructed: True when the method is our reconstruction from an abstract (labelled in UI).
     """
@@ -213,3 +214,52 @@ def available_methods(*, needs_data: bool | None = None) -> list[MethodInfo]:
     if needs_data is not None:
         infos = [m for m in infos if m.needs_data == needs_data]
     return infos
+
+
+def run_method(
+    adapter_set: Any,
+    name: str,
+    *,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    task_data: Any = None,
+    warm_start: Any = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: Any = None,
+    cache: Any = None,
+) -> Any:
+    """Validate ``params`` against method ``name``'s spec, call it, stamp the result.
+
+    Data-free methods get ``generator`` and ``progress`` only; data-driven ones also get the task
+    data, warm start, stop poll, device and cache. The returned ``MergeResult`` carries the
+    registered id, the validated parameters and the seed (what a recipe records).
+
+    Raises:
+        KeyError: unknown method. ValueError: bad parameters, or a data-driven method without
+            ``task_data``. TypeError: the method returned something else than a ``MergeResult``.
+    """
+    import dataclasses
+
+    import torch
+
+    info = get_method(name)
+    checked = info.validate_params(dict(params or {}))
+    if info.needs_data and task_data is None:
+        raise ValueError(
+            f"method {name!r} learns from unlabeled task data; pass task_data "
+            "(e.g. load_bundle('vision8').task_data(), or --bundle on the command line)"
+        )
+    kwargs: dict[str, Any] = dict(checked)
+    kwargs["generator"] = torch.Generator().manual_seed(int(seed))
+    kwargs["progress"] = progress
+    if info.needs_data:
+        kwargs.update(task_data=task_data, warm_start=warm_start, should_stop=should_stop,
+                      device=device, cache=cache)  # fmt: skip
+    result = info.fn(adapter_set, **kwargs)
+    if type(result).__name__ != "MergeResult":
+        raise TypeError(f"method {name!r} returned {type(result).__name__}, not MergeResult")
+    return dataclasses.replace(
+        result, method=info.name, params=checked, adapter_names=tuple(adapter_set.names),
+        seed=int(seed),
+    )  # fmt: skip

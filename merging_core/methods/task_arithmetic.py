@@ -15,14 +15,14 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import stack_factors
-from merging_core.merge import (
+from merging_core.methods.registry import Param, register_method
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     each_module,
     result_from_modules,
 )
-from merging_core.methods.registry import Param, register_method
 
 
 def adapter_weights(weights: Sequence[float] | None, count: int) -> list[float]:

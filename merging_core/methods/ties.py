@@ -37,13 +37,6 @@ from typing import Any
 import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
-from merging_core.merge import (
-    MergedModule,
-    MergeResult,
-    Progress,
-    report_progress,
-    result_from_modules,
-)
 from merging_core.methods.registry import Param, register_method
 from merging_core.methods.sparsify import (
     SignMethod,
@@ -54,6 +47,13 @@ from merging_core.methods.sparsify import (
     trim_by_magnitude,
 )
 from merging_core.methods.task_arithmetic import adapter_weights
+from merging_core.results import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    report_progress,
+    result_from_modules,
+)
 
 TaskTensor = Callable[[int, int], torch.Tensor]  # (part index, task index) -> tensor
 THRESHOLDS = ("global", "per_tensor")

@@ -38,14 +38,14 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, frobenius_norm, svd_of_product
-from merging_core.merge import (
+from merging_core.methods.registry import Param, register_method
+from merging_core.results import (
     MergedModule,
     MergeResult,
     Progress,
     each_module,
     result_from_modules,
 )
-from merging_core.methods.registry import Param, register_method
 
 TSV_MODES = ("low_rank", "official")
 # Singular values below RANK_RTOL · σ_max are treated as zero: inputs are float32, so anything

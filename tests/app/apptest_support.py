@@ -65,7 +65,7 @@ class FakeBundle:
     """
 
     def __init__(self, adapters: list[Adapter]) -> None:
-        from merging_core.bundles.context import TaskContext
+        from merging_core.bundles.cosine import CosineTaskData
 
         gen = torch.Generator().manual_seed(7)
         self.adapters = list(adapters)
@@ -79,9 +79,11 @@ class FakeBundle:
             split: tuple(torch.randn(24, 16, generator=gen) for _ in adapters)
             for split in ("validation", "test")
         }
-        self._context = TaskContext(
-            encoder=self.encoder, task_names=self.task_names, heads=self.heads,
-            logit_scale=10.0, unlabeled=self.inputs["validation"],
+        self._task_data = CosineTaskData(
+            name="fake", task_names=self.task_names, device=torch.device("cpu"),
+            encoder=self.encoder, heads=dict(zip(self.task_names, self.heads, strict=True)),
+            logit_scale=10.0, entropy_scale=10.0,
+            inputs=dict(zip(self.task_names, self.inputs["validation"], strict=True)),
         )  # fmt: skip
         self.manifest = {"name": "fake"}
         self.labels = {
@@ -94,8 +96,11 @@ class FakeBundle:
 
         return AdapterSet.from_adapters(self.adapters)
 
-    def context(self, device=None):
-        return self._context
+    def task_data(self, device=None):
+        return self._task_data
+
+    def fingerprint(self):
+        return self._task_data.fingerprint()
 
     def _predict(self, task: int, deltas) -> torch.Tensor:
         saved = {}

@@ -33,7 +33,7 @@ def page(bundle_page):
 
 def test_shows_j_and_kappa_matching_the_library(page, fake_bundle):
     _, bundle = fake_bundle
-    ref = sensitivity.directional_jacobian(bundle.adapter_set(), bundle.context(), variant="b")
+    ref = sensitivity.directional_jacobian(bundle.adapter_set(), bundle.task_data(), variant="b")
     assert metric(page, "κ(J)") == f"{sensitivity.condition_number(ref.J):.3g}"
     assert metric(page, "tasks × directions") == f"3 × {ref.J.shape[1]}"
     title = next(t for t in specs(page) if t.startswith("J on the"))
@@ -56,7 +56,7 @@ def test_per_layer_view_and_robust_anisotropy(page, fake_bundle):
     from app_support import sensitivity_view as sv
 
     _, bundle = fake_bundle
-    ref = sensitivity.directional_jacobian(bundle.adapter_set(), bundle.context(), variant="b")
+    ref = sensitivity.directional_jacobian(bundle.adapter_set(), bundle.task_data(), variant="b")
     heat = next(s for t, s in specs(page).items() if t.startswith("Where each task"))
     assert list(heat["data"][0]["x"]) == ["blocks.0", "blocks.1"]
     bars = next(s for t, s in specs(page).items() if t.startswith("Per-task anisotropy"))

@@ -97,8 +97,9 @@ def test_widget_values_shown_adapters_without_a_value_get_the_default():
 def test_count_grid_and_param_grid_keep_the_default():
     assert widgets.count_grid(0, 5000, 250) == [
         0, 1, 2, 5, 10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000]  # fmt: skip
-    scale = get_method("tara_b").param("entropy_scale")
-    assert scale.default in widgets.param_grid(scale)
+    lr = get_method("tara_b").param("lr")  # 1e-3 is not on the 41-point grid by itself
+    assert lr.default in widgets.param_grid(lr)
+    assert widgets.snap(widgets.param_grid(lr), 0.00101) == lr.default
 
 
 def test_job_queue_runs_in_order_and_stops(monkeypatch):

@@ -57,7 +57,7 @@ def test_short_sweep_plots_curve_baselines_and_front(page):
     short_sweep(page)
     spec = tradeoff_spec(page)
     names = [t["name"] for t in spec["data"]]
-    assert names[0] == "TARA-B" and len(spec["data"][0]["x"]) == 3
+    assert names[0] == tv.method_label("tara_b") and len(spec["data"][0]["x"]) == 3
     assert tv.TA_CURVE in names and "Pareto front" in names
     assert "TIES" in names  # a baseline operating point
     result, _ = page.session_state[state.TRADEOFF_POINTS][("task0", "task1")]
@@ -89,10 +89,12 @@ def test_layout_and_click_mapping():
         point("ties", "TIES", None, (60.0, 60.0)),
     ]
     lay = tv.layout(pts, front=[0, 1, 2])
-    assert lay.curves["TARA-B"] == [(50.0, 90.0), (90.0, 50.0)]  # sorted by t
+    assert lay.curves[tv.method_label("tara_b")] == [(50.0, 90.0), (90.0, 50.0)]  # sorted by t
     assert lay.baselines == {"TIES": (60.0, 60.0)}
     fig = tv.chart(pts, ("a", "b"), [0, 1, 2])
-    assert [t.name for t in fig.data] == ["TARA-B", tv.TA_CURVE, "Pareto front", "TIES"]
+    assert [t.name for t in fig.data] == [
+        tv.method_label("tara_b"), tv.TA_CURVE, "Pareto front", "TIES"
+    ]
     click = {"points": [{"curve_number": 0, "point_index": 1}]}
     assert tv.clicked_point(pts, [0, 1, 2], click) is pts[0]
     assert (
@@ -102,19 +104,12 @@ def test_layout_and_click_mapping():
     assert tv.clicked_point(pts, [0, 1, 2], {"points": []}) is None
 
 
-def test_merge_settings_of_each_kind():
-    opts = tv.SweepOptions(steps=7)
-    assert tv.merge_settings(point("tara_a", "t=0.25", 0.25, (0, 0)), opts) == (
-        "tara_a",
-        {"rho": [0.25, 0.75], "steps": 7},
-    )
-    method, params = tv.merge_settings(point("adamerging", "t=0.50", 0.5, (0, 0)), opts)
-    assert method == "adamerging_layer" and params["variant"] == "tara_repo"
-    assert tv.merge_settings(point("task_arithmetic", "λ=0.3", None, (0, 0)), opts) == (
-        "task_arithmetic",
-        {"scaling": 0.3},
-    )
-    assert tv.merge_settings(point("knots", "KnOTS-TIES", None, (0, 0)), opts) == (
-        "knots",
-        {"variant": "ties"},
+def test_merge_settings_are_the_points_own():
+    """A point reopens with exactly the method, parameters and seed that produced it."""
+    p = TradeoffPoint(
+        "adamerging_layer", "t=0.50", 0.5, (0.0, 0.0), 0.1,
+        params={"variant": "tara_repo", "rho": [0.5, 0.5], "steps": 7}, seed=3,
+    )  # fmt: skip
+    assert tv.merge_settings(p) == (
+        "adamerging_layer", {"variant": "tara_repo", "rho": [0.5, 0.5], "steps": 7}, 3
     )

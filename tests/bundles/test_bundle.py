@@ -96,44 +96,28 @@ def test_evaluate_matches_an_independent_dense_forward(bundle, adapters):
             assert scores["tasks"][name]["accuracy"] == pytest.approx(acc)
 
 
-def test_lora_forward_hooks_give_the_same_features_as_merged_weights(bundle, adapters):
-    """Data-driven merges add B (A x) to each targeted Linear's output through hooks."""
-    ctx = bundle.context()
+def test_task_data_forward_gives_the_same_features_as_merged_weights(bundle, adapters):
+    """Data-driven merges add B (A x) to each targeted Linear's output, inside the forward only."""
+    data = bundle.task_data()
     adapter = adapters.adapters[1]
-    x = ctx.unlabeled[1][:16]
-
-    def hook(lm):
-        return lambda mod, inp, out: out + inp[0] @ lm.A.T @ lm.B.T  # (.., d_in) -> (.., d_out)
-
-    handles = [
-        ctx.encoder.get_submodule(p).register_forward_hook(hook(m))
-        for p, m in adapter.modules.items()
-    ]
-    try:
-        with torch.no_grad():
-            hooked = ctx.encoder(x)
-    finally:
-        for h in handles:
-            h.remove()
+    x = data.unlabeled("svhn", torch.arange(16))
+    updates = {p: (m.B, m.A) for p, m in adapter.modules.items()}
+    with torch.no_grad():
+        hooked = data.features([x], updates)[0]
     deltas = {m: adapter.delta(m) for m in adapter.modules}
     merged = bundle.features(deltas, tasks=["svhn"], split="validation")["svhn"][:16]
     torch.testing.assert_close(hooked, merged, rtol=1e-4, atol=1e-4)
+    base = bundle.features({}, tasks=["svhn"], split="validation")["svhn"][:16]
+    assert (data.features([x])[0] - base).abs().max() < 1e-4  # nothing left applied
 
 
-def test_context_follows_the_task_context_contract(bundle):
-    ctx = bundle.context()
-    assert ctx.task_names == NAMES and len(ctx.heads) == len(ctx.unlabeled) == 8
-    assert not any(p.requires_grad for p in ctx.encoder.parameters())
-    for i, name in enumerate(NAMES):
-        head = ctx.heads[i]
-        assert head.shape == (len(bundle.manifest["tasks"][i]["classes"]), 384)
-        torch.testing.assert_close(head.norm(dim=-1), torch.ones(len(head)))
-        x = ctx.unlabeled[i]
-        assert x.shape[1:] == (3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
-        with torch.no_grad():
-            logits = ctx.logits(ctx.task_index(name), ctx.encoder(x[:4]))
-        assert logits.shape == (4, len(head))
-    assert ctx.logit_scale == pytest.approx(bundle.logit_scale)
+def test_evaluate_inside_a_patched_forward_refuses(bundle, adapters):
+    from merging_core.lowrank_forward import patched
+
+    adapter = adapters.adapters[0]
+    with patched(bundle.encoder, {p: (m.B, m.A) for p, m in adapter.modules.items()}):
+        with pytest.raises(RuntimeError, match="twice"):
+            bundle.evaluate({}, tasks=["mnist"])
 
 
 def test_evaluate_rejects_bad_input_naming_it(bundle):

@@ -1,4 +1,4 @@
-"""A tiny TaskContext (2-layer toy encoder, random heads and inputs) and tiny adapters."""
+"""A tiny task-data source (2-layer toy encoder, random cosine heads and inputs) and adapters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from merging_core.adapters import Adapter, AdapterSet, LoraModule
-from merging_core.bundles.context import TaskContext
+from merging_core.bundles.cosine import CosineTaskData
 
 D_IN, D_HID, D_EMB = 6, 8, 5
 MODULES = ("fc1", "fc2")
@@ -23,6 +23,8 @@ class ToyEncoder(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+        for p in self.parameters():
+            p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.tanh(self.fc1(x)))
@@ -40,18 +42,20 @@ def make_adapter(name: str, rank: int, generator: torch.Generator, scale: float 
     return Adapter(name=name, modules=modules)
 
 
-def make_context(num_tasks: int = 3, seed: int = 0, num_val: int = 24) -> TaskContext:
+def make_context(num_tasks: int = 3, seed: int = 0, num_val: int = 24) -> CosineTaskData:
     g = torch.Generator().manual_seed(seed)
-    encoder = ToyEncoder(g)
+    encoder = ToyEncoder(g).eval()
     classes = [3, 4, 5, 3][:num_tasks]
-    heads = tuple(
-        torch.nn.functional.normalize(torch.randn(c, D_EMB, generator=g), dim=-1) for c in classes
-    )
-    unlabeled = tuple(torch.randn(num_val, D_IN, generator=g) for _ in range(num_tasks))
     names = tuple(f"task{i}" for i in range(num_tasks))
-    return TaskContext(
-        encoder=encoder, task_names=names, heads=heads, logit_scale=4.0, unlabeled=unlabeled
-    )
+    heads = {
+        n: torch.nn.functional.normalize(torch.randn(c, D_EMB, generator=g), dim=-1)
+        for n, c in zip(names, classes, strict=True)
+    }
+    inputs = {n: torch.randn(num_val, D_IN, generator=g) for n in names}
+    return CosineTaskData(
+        name="toy", task_names=names, device=torch.device("cpu"), encoder=encoder, heads=heads,
+        logit_scale=4.0, entropy_scale=2.0, inputs=inputs,
+    )  # fmt: skip
 
 
 def make_adapters(num_tasks: int = 3, seed: int = 1, ranks=(2, 3, 2, 2)) -> AdapterSet:
@@ -61,8 +65,13 @@ def make_adapters(num_tasks: int = 3, seed: int = 1, ranks=(2, 3, 2, 2)) -> Adap
     )
 
 
+def never_step() -> bool:
+    """A ``should_stop`` that stops before the first step: the run returns its starting point."""
+    return True
+
+
 @pytest.fixture
-def toy_context() -> TaskContext:
+def toy_context() -> CosineTaskData:
     return make_context()
 
 

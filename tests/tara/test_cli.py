@@ -23,7 +23,7 @@ class ToyBundle:
     def adapter_set(self):
         return self._adapters
 
-    def context(self, device=None):
+    def task_data(self, device=None):
         return self._context
 
     def evaluate(self, result, tasks=None):

@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from merging_core.bundles.context import TaskContext
-from merging_core.methods.tara import run_tara
+from merging_core.merge import merge
 
-from .conftest import MODULES, make_adapters, make_context
+from .conftest import MODULES, make_adapters, make_context, never_step
 
 
-def on_cuda(context: TaskContext) -> TaskContext:
+def on_cuda(data):
     dev = torch.device("cuda")
-    return TaskContext(
-        encoder=context.encoder.to(dev), task_names=context.task_names,
-        heads=tuple(h.to(dev) for h in context.heads), logit_scale=context.logit_scale,
-        unlabeled=tuple(u.to(dev) for u in context.unlabeled), device=dev,
+    return dataclasses.replace(
+        data, device=dev, encoder=data.encoder.to(dev),
+        heads={k: h.to(dev) for k, h in data.heads.items()},
+        inputs={k: x.to(dev) for k, x in data.inputs.items()},
     )  # fmt: skip
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_cuda_run_matches_cpu_run(variant):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
     adapters = make_adapters()
-    cpu = run_tara(adapters, make_context(), variant=variant, steps=5, lr=0.05, seed=1)
-    gpu_ctx = on_cuda(make_context())
-    gpu = run_tara(adapters, gpu_ctx, variant=variant, steps=5, lr=0.05, seed=1, device="cuda")
+    kw = dict(steps=5, lr=0.05, seed=1)
+    cpu = merge(adapters, f"tara_{variant}", task_data=make_context(), **kw)
+    gpu = merge(adapters, f"tara_{variant}", task_data=on_cuda(make_context()), device="cuda", **kw)
     for path in MODULES:
-        torch.testing.assert_close(gpu.phi[path], cpu.phi[path], atol=1e-4, rtol=1e-3)
-        assert gpu.result.modules[path].factors.B.device.type == "cpu"
+        torch.testing.assert_close(gpu.state[path], cpu.state[path], atol=1e-4, rtol=1e-3)
+        assert gpu.modules[path].factors.B.device.type == "cpu"
+    assert gpu.run["device"].startswith("cuda")
     with pytest.raises(ValueError, match="device"):
-        run_tara(adapters, make_context(), steps=0, device="cuda")
+        merge(adapters, "tara_b", task_data=make_context(), should_stop=never_step, device="cuda")

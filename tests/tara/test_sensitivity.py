@@ -7,12 +7,8 @@ import math
 import pytest
 import torch
 
-from merging_core.directional import (
-    WeightedLoraHooks,
-    bank_variant_a,
-    bank_variant_b,
-    mean_entropy,
-)
+from merging_core.adaptive.banks import bank_variant_a, bank_variant_b, updates_from
+from merging_core.adaptive.objective import mean_entropy
 from merging_core.preference import stch
 from merging_core.sensitivity import (
     condition_number,
@@ -26,12 +22,12 @@ from merging_core.sensitivity import (
 from .conftest import MODULES
 
 
-def entropies_at(context, banks, phi):
-    with WeightedLoraHooks(context.encoder, banks) as hooks, torch.no_grad():
-        hooks.set(phi)
+def entropies_at(data, banks, phi):
+    with torch.no_grad():
+        feats = data.features([data.inputs[t] for t in data.task_names], updates_from(banks, phi))
         return [
-            float(mean_entropy(context.logits(t, context.encoder(context.unlabeled[t]))))
-            for t in range(len(context.task_names))
+            float(mean_entropy(data.logits(t, f, scale=data.entropy_scale)))
+            for t, f in zip(data.task_names, feats, strict=True)
         ]
 
 

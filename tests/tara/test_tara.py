@@ -1,4 +1,5 @@
-"""TARA-A/B and AdaMerging on a tiny TaskContext: TA start point, anchors, training, warm starts."""
+"""TARA-A/B and AdaMerging through ``merge()`` on a tiny task-data source: TA start point,
+anchors, training, warm starts, cancellation, the forward's guard."""
 
 from __future__ import annotations
 
@@ -8,62 +9,72 @@ import pytest
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.directional import (
-    WeightedLoraHooks,
-    bank_variant_a,
-    bank_variant_b,
-    compute_anchors,
-    mean_entropy,
-)
+from merging_core.adaptive.banks import bank_variant_a, bank_variant_b
+from merging_core.adaptive.cache import AdaptiveCache, anchors_for
+from merging_core.adaptive.objective import mean_entropy
+from merging_core.lowrank_forward import patched, require_unpatched
 from merging_core.merge import merge
-from merging_core.methods.adamerging import run_adamerging
-from merging_core.methods.tara import run_tara
 from merging_core.preference import stch
 
-from .conftest import MODULES, make_adapters, make_context
+from .conftest import MODULES, make_adapters, make_context, never_step
 
 
-def dense_encoder(context, deltas):
+def tara(adapters, data, variant, **kw):
+    return merge(adapters, f"tara_{variant}", task_data=data, **kw)
+
+
+def dense_encoder(data, deltas):
     """An independent reference: a copy of the encoder with ΔW added to its weights."""
-    enc = copy.deepcopy(context.encoder)
+    enc = copy.deepcopy(data.encoder)
     with torch.no_grad():
         for path, dw in deltas.items():
             enc.get_submodule(path).weight += dw
     return enc
 
 
-def full_entropy(context, encoder, task):
+def full_entropy(data, encoder, task):
     with torch.no_grad():
-        return float(mean_entropy(context.logits(task, encoder(context.unlabeled[task]))))
+        feats = encoder(data.inputs[task])
+        return float(mean_entropy(data.logits(task, feats, scale=data.entropy_scale)))
 
 
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_init_point_is_task_arithmetic_at_04(toy_adapters, toy_context, variant):
-    run = run_tara(toy_adapters, toy_context, variant=variant, steps=0, seed=5)
-    assert (run.result.method, run.result.seed) == (f"tara_{variant}", 5)
+    res = tara(toy_adapters, toy_context, variant, should_stop=never_step, seed=5)
+    assert (res.method, res.seed, res.run["steps_done"]) == (f"tara_{variant}", 5, 0)
     ta = merge(toy_adapters, "task_arithmetic", scaling=0.4)
     for path in MODULES:
-        torch.testing.assert_close(run.result.delta(path), ta.delta(path), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(res.delta(path), ta.delta(path), atol=1e-5, rtol=1e-5)
         dense = 0.4 * sum(a.delta(path) for a in toy_adapters)
-        torch.testing.assert_close(run.result.delta(path), dense, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(res.delta(path), dense, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("route", ["auto", "factored", "dense"])
 @pytest.mark.parametrize("build", [bank_variant_a, bank_variant_b])
-def test_hooked_forward_matches_dense_weights(toy_adapters, toy_context, build, route):
+def test_patched_forward_matches_dense_weights(toy_adapters, toy_context, build, route):
     banks = {p: build(toy_adapters, p) for p in MODULES}
     g = torch.Generator().manual_seed(5)
     phi = {p: torch.randn(b.size, generator=g) for p, b in banks.items()}
-    deltas = {
-        p: b.merged_factors(phi[p])[0] @ b.merged_factors(phi[p])[1] for p, b in banks.items()
-    }
-    x = toy_context.unlabeled[0]
-    with WeightedLoraHooks(toy_context.encoder, banks, route=route) as hooks, torch.no_grad():
-        hooks.set(phi)
-        hooked = toy_context.encoder(x)
+    updates = {p: b.merged_factors(phi[p]) for p, b in banks.items()}
+    deltas = {p: B @ A for p, (B, A) in updates.items()}
+    enc, x = toy_context.encoder, toy_context.inputs["task0"]
+    with patched(enc, updates, route=route), torch.no_grad():
+        hooked = enc(x)
     torch.testing.assert_close(hooked, dense_encoder(toy_context, deltas)(x), atol=1e-5, rtol=1e-5)
-    assert toy_context.encoder(x).sub(hooked).abs().max() > 1e-3  # hooks really were removed
-    assert "forward" not in vars(toy_context.encoder.fc1)
+    assert enc(x).sub(hooked).abs().max() > 1e-3  # hooks really were removed
+    assert "forward" not in vars(enc.fc1)
+
+
+def test_updates_cannot_be_applied_twice(toy_adapters, toy_context):
+    banks = {p: bank_variant_a(toy_adapters, p) for p in MODULES}
+    updates = {p: (b.B, b.A) for p, b in banks.items()}
+    with patched(toy_context.encoder, updates):
+        with pytest.raises(RuntimeError, match="twice"):
+            require_unpatched(toy_context.encoder)
+        with pytest.raises(RuntimeError, match="twice"):
+            with patched(toy_context.encoder, updates):
+                pass
+    require_unpatched(toy_context.encoder)  # released on exit
 
 
 def test_routes_give_the_same_gradients(toy_adapters, toy_context):
@@ -71,9 +82,9 @@ def test_routes_give_the_same_gradients(toy_adapters, toy_context):
     grads = []
     for route in ("factored", "dense"):
         phi = {p: torch.full((b.size,), 0.3, requires_grad=True) for p, b in banks.items()}
-        with WeightedLoraHooks(toy_context.encoder, banks, route=route) as hooks:
-            hooks.set(phi)
-            toy_context.encoder(toy_context.unlabeled[1]).square().sum().backward()
+        updates = {p: b.merged_factors(phi[p]) for p, b in banks.items()}
+        with patched(toy_context.encoder, updates, route=route):
+            toy_context.encoder(toy_context.inputs["task1"]).square().sum().backward()
         grads.append(torch.cat([phi[p].grad for p in MODULES]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
@@ -88,59 +99,71 @@ def test_variant_b_bank_reconstructs_each_task_exactly(toy_adapters):
 
 
 def test_anchors_equal_each_adapters_own_entropy(toy_adapters, toy_context):
-    anchors = compute_anchors(toy_adapters, toy_context)
+    scale = toy_context.entropy_scale
+    anchors = anchors_for(None, toy_adapters, toy_context, scale=scale)
+    assert anchors_for(AdaptiveCache(), toy_adapters, toy_context, scale=scale) == anchors
     for i, adapter in enumerate(toy_adapters):
         enc = dense_encoder(toy_context, {p: adapter.delta(p) for p in MODULES})
-        assert anchors[i] == pytest.approx(full_entropy(toy_context, enc, i), rel=1e-5)
+        assert anchors[i] == pytest.approx(full_entropy(toy_context, enc, adapter.name), rel=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["a", "b"])
 def test_short_run_lowers_the_objective(toy_adapters, toy_context, variant):
-    anchors = torch.tensor(compute_anchors(toy_adapters, toy_context))
+    scale = toy_context.entropy_scale
+    anchors = torch.tensor(anchors_for(None, toy_adapters, toy_context, scale=scale))
     rho = torch.full((3,), 1 / 3)
 
     def objective(result):
         enc = dense_encoder(toy_context, result.deltas())
-        H = torch.tensor([full_entropy(toy_context, enc, t) for t in range(3)])
+        H = torch.tensor([full_entropy(toy_context, enc, t) for t in toy_adapters.names])
         return float(stch(H, rho, anchors, alpha=1.0))
 
-    start = run_tara(toy_adapters, toy_context, variant=variant, steps=0)
-    run = run_tara(toy_adapters, toy_context, variant=variant, steps=40, lr=0.05, batch_size=24)
-    assert objective(run.result) < objective(start.result) - 1e-3
-    assert run.losses[-1] < run.losses[0]
-    assert run.steps_done == 40 and not run.stopped
+    start = tara(toy_adapters, toy_context, variant, should_stop=never_step)
+    res = tara(toy_adapters, toy_context, variant, steps=40, lr=0.05, batch_size=24)
+    assert objective(res) < objective(start) - 1e-3
+    assert res.run["losses"][-1] < res.run["losses"][0]
+    assert res.run["steps_done"] == 40 and not res.run["stopped"]
+
+
+def test_default_steps_follow_the_official_schedule(toy_adapters, toy_context):
+    res = tara(toy_adapters, toy_context, "a", batch_size=5)  # 24 inputs: ⌈24/5⌉ = 5 per epoch
+    assert res.run["steps_done"] == 5 * 5 == res.diagnostics["steps_planned"]
 
 
 def test_determinism_under_a_seed(toy_adapters, toy_context):
-    kw = dict(variant="b", steps=8, lr=0.02, batch_size=5)
-    a = run_tara(toy_adapters, toy_context, seed=11, **kw)
-    b = run_tara(toy_adapters, toy_context, seed=11, **kw)
-    c = run_tara(toy_adapters, toy_context, seed=12, **kw)
+    kw = dict(steps=8, lr=0.02, batch_size=5)
+    a = tara(toy_adapters, toy_context, "b", seed=11, **kw)
+    b = tara(toy_adapters, toy_context, "b", seed=11, **kw)
+    c = tara(toy_adapters, toy_context, "b", seed=12, **kw)
     for path in MODULES:
-        torch.testing.assert_close(a.phi[path], b.phi[path], rtol=0, atol=0)
-    assert a.losses == b.losses
-    assert any(not torch.equal(a.phi[p], c.phi[p]) for p in MODULES)
+        torch.testing.assert_close(a.state[path], b.state[path], rtol=0, atol=0)
+    assert a.run["losses"] == b.run["losses"]
+    assert any(not torch.equal(a.state[p], c.state[p]) for p in MODULES)
 
 
-def test_warm_start_continues_from_previous_phi(toy_adapters, toy_context):
-    first = run_tara(toy_adapters, toy_context, variant="a", steps=10, lr=0.05)
-    again = run_tara(toy_adapters, toy_context, variant="a", steps=0, init_phi=first.phi)
+def test_warm_start_continues_from_previous_state(toy_adapters, toy_context):
+    first = tara(toy_adapters, toy_context, "a", steps=10, lr=0.05)
+    again = tara(toy_adapters, toy_context, "a", should_stop=never_step, warm_start=first)
     for path in MODULES:
-        torch.testing.assert_close(again.phi[path], first.phi[path])
-        torch.testing.assert_close(again.result.delta(path), first.result.delta(path))
+        torch.testing.assert_close(again.state[path], first.state[path])
+        torch.testing.assert_close(again.delta(path), first.delta(path))
+    assert again.run["warm_start"] is not None and first.run["warm_start"] is None
+    with pytest.raises(ValueError, match="tara_a"):
+        tara(toy_adapters, toy_context, "b", warm_start=first)
     with pytest.raises(ValueError, match="warm-start"):
-        run_tara(toy_adapters, toy_context, variant="b", steps=0, init_phi=first.phi)
+        tara(toy_adapters, toy_context, "b", should_stop=never_step, warm_start=first.state)
 
 
 def test_cancellation_and_progress(toy_adapters, toy_context):
     seen = []
     calls = iter(range(100))
-    run = run_tara(
-        toy_adapters, toy_context, variant="a", steps=20,
-        progress=lambda f, m: seen.append(f), should_stop=lambda: next(calls) >= 3,
+    res = tara(
+        toy_adapters, toy_context, "a", steps=20,
+        progress=lambda f, m: seen.append((f, m)), should_stop=lambda: next(calls) >= 3,
     )  # fmt: skip
-    assert run.stopped and run.steps_done == 3 and len(run.losses) == 3
-    assert seen == pytest.approx([1 / 20, 2 / 20, 3 / 20])
+    assert res.run["stopped"] and res.run["steps_done"] == 3 and len(res.run["losses"]) == 3
+    assert [f for f, _ in seen] == pytest.approx([1 / 20, 2 / 20, 3 / 20])
+    assert "steps/s" in seen[-1][1] and "left" in seen[-1][1]
 
 
 def test_variant_b_is_factorisation_invariant(toy_adapters, toy_context):
@@ -153,54 +176,56 @@ def test_variant_b_is_factorisation_invariant(toy_adapters, toy_context):
             mods[path] = m.with_factors(m.B @ M, torch.linalg.solve(M, m.A))
         reparam.append(type(adapter)(name=adapter.name, modules=mods))
     other = AdapterSet.from_adapters(reparam)
-    kw = dict(variant="b", steps=6, lr=0.05, seed=2)
-    a, b = run_tara(toy_adapters, toy_context, **kw), run_tara(other, toy_context, **kw)
+    kw = dict(steps=6, lr=0.05, seed=2)
+    a, b = tara(toy_adapters, toy_context, "b", **kw), tara(other, toy_context, "b", **kw)
     for path in MODULES:
-        torch.testing.assert_close(a.result.delta(path), b.result.delta(path), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.delta(path), b.delta(path), atol=1e-4, rtol=1e-4)
 
 
 def test_registered_methods_through_merge(toy_adapters, toy_context):
-    with pytest.raises(ValueError, match="bundle context"):
+    with pytest.raises(ValueError, match="task_data"):
         merge(toy_adapters, "tara_b")
-    res = merge(toy_adapters, "tara_b", context=toy_context, steps=3, rho=[1, 1, 2], seed=4)
+    res = merge(toy_adapters, "tara_b", task_data=toy_context, steps=3, rho=[1, 1, 2], seed=4)
     assert res.method == "tara_b" and res.diagnostics["rho"] == pytest.approx([0.25, 0.25, 0.5])
     assert all(m.is_factored for m in res.modules.values())
+    assert res.run["task_data"] == {"name": "toy", "fingerprint": toy_context.fingerprint()}
     with pytest.raises(ValueError, match="alpha"):
-        merge(toy_adapters, "tara_a", context=toy_context, alpha=0.0)
+        merge(toy_adapters, "tara_a", task_data=toy_context, alpha=0.0)
 
 
 def test_adamerging_original_clamps_and_tara_repo_starts_at_ta(toy_adapters, toy_context):
-    start = run_adamerging(toy_adapters, toy_context, variant="tara_repo", steps=0)
+    start = merge(toy_adapters, "adamerging_layer", task_data=toy_context, variant="tara_repo",
+                  should_stop=never_step)  # fmt: skip
     ta = merge(toy_adapters, "task_arithmetic", scaling=0.4)
     for path in MODULES:
-        torch.testing.assert_close(start.result.delta(path), ta.delta(path), atol=1e-5, rtol=1e-5)
-    run = run_adamerging(toy_adapters, toy_context, layerwise=True, steps=30, lr=0.2)
-    lam = torch.tensor(run.result.diagnostics["lambda"])
+        torch.testing.assert_close(start.delta(path), ta.delta(path), atol=1e-5, rtol=1e-5)
+    res = merge(toy_adapters, "adamerging_layer", task_data=toy_context, steps=30, lr=0.2)
+    lam = torch.tensor(res.diagnostics["lambda"])
     assert lam.shape == (2, 3) and lam.min() >= 0 and lam.max() <= 1
-    assert run.losses[-1] < run.losses[0]
-    task = run_adamerging(toy_adapters, toy_context, layerwise=False, steps=0)
+    assert res.run["losses"][-1] < res.run["losses"][0]
+    task = merge(toy_adapters, "adamerging_task", task_data=toy_context, should_stop=never_step)
     expected = 0.3 * sum(a.delta("fc2") for a in toy_adapters)
-    torch.testing.assert_close(task.result.delta("fc2"), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(task.delta("fc2"), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_adamerging_registered(toy_adapters, toy_context):
-    res = merge(toy_adapters, "adamerging_task", context=toy_context, steps=2)
+    res = merge(toy_adapters, "adamerging_task", task_data=toy_context, steps=2)
     assert res.method == "adamerging_task" and len(res.diagnostics["lambda"]) == 3
 
 
-def test_unknown_task_name_is_a_key_error(toy_context):
+def test_unknown_task_name_is_a_key_error():
     adapters = make_adapters(num_tasks=3)
-    ctx = make_context(num_tasks=2)
+    data = make_context(num_tasks=2)
     with pytest.raises(KeyError, match="task2"):
-        run_tara(adapters, ctx, steps=0)
-    assert toy_context is not None
+        tara(adapters, data, "b", should_stop=never_step)
 
 
 def test_adamerging_warm_start(toy_adapters, toy_context):
-    first = run_adamerging(toy_adapters, toy_context, variant="tara_repo", steps=4, lr=0.1)
-    again = run_adamerging(toy_adapters, toy_context, variant="tara_repo", steps=0,
-                           init_phi=first.state)  # fmt: skip
+    kw = dict(task_data=toy_context, variant="tara_repo")
+    first = merge(toy_adapters, "adamerging_layer", steps=4, lr=0.1, **kw)
+    again = merge(toy_adapters, "adamerging_layer", should_stop=never_step, warm_start=first, **kw)
     torch.testing.assert_close(again.state["lambda"], first.state["lambda"])
-    tara = run_tara(toy_adapters, toy_context, variant="a", steps=0)
+    other = tara(toy_adapters, toy_context, "a", should_stop=never_step)
     with pytest.raises(ValueError, match="lambda"):
-        run_adamerging(toy_adapters, toy_context, steps=0, init_phi=tara.state)
+        merge(toy_adapters, "adamerging_layer", should_stop=never_step, warm_start=other.state,
+              **kw)  # fmt: skip

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from merging_core.directional import mean_entropy
+from merging_core.adaptive.objective import mean_entropy
 from merging_core.tradeoff import (
     cloud_spread,
     continuation_order,
@@ -28,8 +28,7 @@ def make_evaluate(context):
                 enc.get_submodule(path).weight += dw
             scores = []
             for name in names:
-                t = context.task_index(name)
-                logits = context.logits(t, enc(context.unlabeled[t]))
+                logits = context.logits(name, enc(context.inputs[name]))
                 scores.append(-float(mean_entropy(logits)))
         return scores
 
@@ -48,8 +47,8 @@ def test_sweep_streams_points_and_front_is_non_dominated(toy_adapters, toy_conte
     seen = []
     res = two_task_sweep(
         toy_adapters, toy_context, make_evaluate(toy_context), tasks=("task0", "task2"),
-        points=5, methods=("tara_b", "adamerging"), steps=6, warm_steps=3,
-        ta_grid=(0.2, 0.6), options={"lr": 0.05}, on_point=seen.append,
+        points=5, methods={"tara_b": {"lr": 0.05}, "adamerging_layer": {"variant": "tara_repo"}},
+        steps=6, warm_steps=3, ta_grid=(0.2, 0.6), on_point=seen.append,
     )  # fmt: skip
     assert res.tasks == ("task0", "task2")
     assert list(res.points) == seen
@@ -65,7 +64,11 @@ def test_sweep_streams_points_and_front_is_non_dominated(toy_adapters, toy_conte
         )
     for j in set(range(len(scores))) - set(res.front):
         assert any(all(scores[i][k] >= scores[j][k] for k in range(2)) for i in res.front)
-    assert set(res.method_fronts) >= {"tara_b", "adamerging", "task_arithmetic"}
+    assert set(res.method_fronts) >= {"tara_b", "adamerging_layer", "task_arithmetic"}
+    # every point reopens as exactly its merge: method, params (ρ, steps) and learned state
+    for p in tara:
+        assert p.params["rho"] == pytest.approx((p.t, 1 - p.t)) and p.result.state
+        assert p.result.method == "tara_b" and p.to_dict()["params"]["lr"] == 0.05
     for label, reason in res.skipped.items():
         assert reason, label
     import json
@@ -74,8 +77,8 @@ def test_sweep_streams_points_and_front_is_non_dominated(toy_adapters, toy_conte
 
 
 def test_sweep_is_deterministic_and_validates_tasks(toy_adapters, toy_context):
-    kw = dict(tasks=(0, 1), points=3, methods=("tara_a",), steps=4, warm_steps=2, baselines=False,
-              options={"lr": 0.05, "seed": 3})  # fmt: skip
+    kw = dict(tasks=(0, 1), points=3, methods={"tara_a": {"lr": 0.05}}, steps=4, warm_steps=2,
+              baselines=False, seed=3)  # fmt: skip
     ev = make_evaluate(toy_context)
     a = two_task_sweep(toy_adapters, toy_context, ev, **kw)
     b = two_task_sweep(toy_adapters, toy_context, ev, **kw)
@@ -85,14 +88,14 @@ def test_sweep_is_deterministic_and_validates_tasks(toy_adapters, toy_context):
     with pytest.raises(KeyError, match="nope"):
         two_task_sweep(toy_adapters, toy_context, ev, tasks=("task0", "nope"))
     with pytest.raises(ValueError, match="sweep method"):
-        two_task_sweep(toy_adapters, toy_context, ev, tasks=(0, 1), methods=("ties",))
+        two_task_sweep(toy_adapters, toy_context, ev, tasks=(0, 1), methods={"ties": {}})
 
 
 def test_preference_moves_the_merge_towards_the_preferred_task(toy_adapters, toy_context):
     ev = make_evaluate(toy_context)
     res = two_task_sweep(
-        toy_adapters, toy_context, ev, tasks=(0, 1), points=3, methods=("tara_b",),
-        steps=25, warm_steps=25, baselines=False, options={"lr": 0.1, "alpha": 0.1},
+        toy_adapters, toy_context, ev, tasks=(0, 1), points=3,
+        methods={"tara_b": {"lr": 0.1, "alpha": 0.1}}, steps=25, warm_steps=25, baselines=False,
     )  # fmt: skip
     by_t = {p.t: p.scores for p in res.points}
     assert by_t[1.0][0] > by_t[0.0][0] and by_t[0.0][1] > by_t[1.0][1]
@@ -102,11 +105,11 @@ def test_cloud_shapes_and_statistics(toy_adapters, toy_context):
     calls = []
     cloud = preference_cloud(
         toy_adapters, toy_context, make_evaluate(toy_context), k=4, steps=4, warm_steps=2,
-        options={"lr": 0.05}, on_point=lambda m, i, s: calls.append((m, i)),
+        on_point=lambda m, i, s: calls.append((m, i)),
     )  # fmt: skip
     assert cloud.rhos.shape == (4, 3)
     assert all(s.shape == (4, 3) for s in cloud.scores.values())
-    assert calls == [(m, i) for m in ("tara_b", "adamerging") for i in range(4)]
+    assert calls == [(m, i) for m in ("tara_b", "adamerging_layer") for i in range(4)]
     assert all(v >= 0 for v in cloud.spread.values())
 
 
@@ -123,7 +126,7 @@ def test_cancelled_sweep_emits_only_finished_points(toy_adapters, toy_context):
     ticks = iter(range(1000))
     res = two_task_sweep(
         toy_adapters, toy_context, make_evaluate(toy_context), tasks=(0, 1), points=5,
-        methods=("tara_a",), steps=4, warm_steps=4, baselines=False,
+        methods={"tara_a": {}}, steps=4, warm_steps=4, baselines=False,
         should_stop=lambda: next(ticks) >= 7,
     )  # fmt: skip
     assert [p.t for p in res.points] == [0.5]

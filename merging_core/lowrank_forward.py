@@ -1,0 +1,111 @@
+"""Run a frozen model with low-rank updates ``ΔW = B·A`` added to chosen modules, for one call.
+
+Space: factors. Task-data implementations use :func:`patched` *inside* their forward, so the
+patched model never escapes a call: evaluation can not see an update twice (today's guard also
+raises if a model is patched while already patched, e.g. an evaluation started from inside a
+training forward).
+
+Two exact routes per module, chosen by cost (``route="auto"``):
+
+* ``factored``: a forward hook adds ``B (A x)`` to the module's output; per token
+  ``R·(d_in + d_out)``.
+* ``dense``: for an ``nn.Linear`` whose update rank is so high that ``R·(d_in + d_out) ≥
+  d_in·d_out``, the layer runs ``linear(x, W_0 + B A, bias)``; ``B A`` is formed transiently once
+  per forward and the per-token cost is the base layer's alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+_FLAG = "_merge_lab_patched"
+
+
+@contextmanager
+def patched(
+    model: nn.Module,
+    updates: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    route: str = "auto",
+) -> Iterator[nn.Module]:
+    """``model`` with ``B (A x)`` added to each ``updates`` path's output while the block runs.
+
+    Args:
+        model: the frozen base model. updates: path -> ``(B (d_out, R), A (R, d_in))``.
+        route: ``"auto"``, ``"factored"`` or ``"dense"`` (see the module docstring).
+
+    Raises:
+        KeyError: a path that is not a submodule. RuntimeError: ``model`` is already patched.
+        ValueError: unknown route.
+    """
+    if route not in ("auto", "factored", "dense"):
+        raise ValueError(f"route must be 'auto', 'factored' or 'dense', got {route!r}")
+    if getattr(model, _FLAG, False):
+        raise RuntimeError(
+            "this model is already running with merge updates applied; a nested forward would "
+            "add them twice"
+        )
+    handles: list[Any] = []
+    overridden: list[nn.Module] = []
+    setattr(model, _FLAG, True)
+    try:
+        for path, (B, A) in updates.items():
+            layer = _layer(model, path)
+            if _dense(layer, B, route):
+                layer.forward = _merged_forward(layer, B, A)
+                overridden.append(layer)
+            else:
+                handles.append(layer.register_forward_hook(_hook(B, A)))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer in overridden:
+            del layer.forward  # back to the class's forward
+        setattr(model, _FLAG, False)
+
+
+def require_unpatched(model: nn.Module) -> None:
+    """Raise ``RuntimeError`` when ``model`` is inside :func:`patched` (evaluation guard)."""
+    if getattr(model, _FLAG, False):
+        raise RuntimeError(
+            "the base model is running with merge updates applied (inside a training forward); "
+            "evaluating it now would add the merged ΔW twice"
+        )
+
+
+def _layer(model: nn.Module, path: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        raise KeyError(f"the base model has no submodule {path!r} for this adapter") from None
+
+
+def _dense(layer: nn.Module, B: torch.Tensor, route: str) -> bool:
+    if route == "factored" or type(layer) is not nn.Linear:
+        return False
+    d_out, d_in = layer.weight.shape
+    return route == "dense" or B.shape[1] * (d_in + d_out) >= d_in * d_out
+
+
+def _merged_forward(layer: nn.Linear, B: torch.Tensor, A: torch.Tensor) -> Callable[..., Any]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        weight = layer.weight + (B @ A).to(layer.weight.dtype)  # (d_out, R) @ (R, d_in)
+        return nn.functional.linear(x, weight, layer.bias)
+
+    return forward
+
+
+def _hook(B: torch.Tensor, A: torch.Tensor) -> Callable[..., torch.Tensor]:
+    def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+        x = inputs[0].to(A.dtype)
+        return output + ((x @ A.T) @ B.T).to(
+            output.dtype
+        )  # (..., d_in) -> (..., R) -> (..., d_out)
+
+    return hook
