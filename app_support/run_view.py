@@ -7,6 +7,8 @@ separate so they can be tested without Streamlit.
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from app_support.jobs import FINISHED, QUEUED, Job, server_queue
@@ -25,21 +27,26 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
 
 
+STEP = re.compile(r"step (\d+) of (\d+)")
+LEFT = re.compile(r"about (\d+) s left")
+
+
+def steps_of(job: Job) -> tuple[int, int] | None:
+    """(steps done, total steps) from the job's last progress message, if it names them."""
+    match = STEP.search(job.message)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def describe(job: Job, ahead: int) -> str:
     """One line in plain words for the job's state."""
     if job.status == QUEUED:
         runs = "run" if ahead == 1 else "runs"
         return (f"Waiting for {ahead} {runs} ahead of yours (the server runs one at a time)."
                 if ahead else "Starting…")  # fmt: skip
-    steps = job.meta.get("steps")
-    rate, left = job.rate_and_eta(steps)
-    if not steps:
-        return f"{job.label}: {100 * job.fraction:.0f} % done."
-    done = int(round(job.fraction * steps))
-    text = f"{job.label}: step {done} of {steps}"
-    if rate is not None:
-        text += f" · {rate:.1f} steps/s · about {duration(left)} left"
-    return text + "."
+    if steps_of(job) is None:
+        return f"{job.label}: preparing (anchors and merge directions)…"
+    text = LEFT.sub(lambda m: f"about {duration(float(m.group(1)))} left", job.message)
+    return f"{job.label}: {text}."
 
 
 def status_panel(job: Job) -> None:

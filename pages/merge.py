@@ -13,13 +13,14 @@ from app_support.merging import (
     run_with_progress,
     submit_run,
 )
-from app_support.run_view import status_panel
+from app_support.run_view import duration, status_panel, steps_of
 from app_support.settings import apply_pending_settings
 from app_support.widgets import method_from_url, method_widgets, seed_widget
 from app_support.workset import require_working_set, restore_selection_button, set_key, task_context
 from merging_core.methods import available_methods
 
 ERRORS = (ValueError, KeyError, TypeError)
+NOTE = "merge.note"  # one-shot message about the run that just finished (page-local key)
 
 state.init_state()
 st.title("Merge")
@@ -109,13 +110,10 @@ def finished(job) -> None:
     remember_warm_start(info.name, job.meta["set_key"], job.result, job.meta["generation"])
     keep(job.result)
     if job.status == STOPPED:
-        run = getattr(job.result, "run", {}) or {}
-        done = run.get("steps_done", "some")
-        st.session_state["merge.note"] = (
-            f"Stopped after {done} of {job.meta.get('steps')} steps; showing what it learned."
-        )
+        done, total = steps_of(job) or (job.result.run.get("steps_done", 0), "?")
+        st.session_state[NOTE] = f"Stopped after {done} of {total} steps; showing what it learned."
     elif job.status == DONE:
-        st.session_state["merge.note"] = f"Finished in {job.elapsed():.1f} s."
+        st.session_state[NOTE] = f"Finished in {duration(job.elapsed())}."
 
 
 def keep(result) -> None:
@@ -139,7 +137,7 @@ def show_last() -> None:
     ):
         st.info("Set the parameters, then press **Run merge**.")
         return
-    note = st.session_state.pop("merge.note", None)
+    note = st.session_state.pop(NOTE, None)
     if note:
         st.success(note)
     else:

@@ -93,27 +93,30 @@ def test_short_tara_run_then_warm_start(bundle_page):
 
 @pytest.mark.slow
 def test_stop_ends_a_run(bundle_page):
-    at = tara_page(bundle_page, 5000)
+    at = tara_page(bundle_page, 2000)
     at.button(key="merge.run").click().run()
     job = at.session_state[state.ACTIVE_RUN]
     assert not job.finished_
     assert at.button(key="merge.stop")  # the run shows a Stop button …
     words = [p.proto.text for p in at.get("progress")]  # … and its progress in words
     assert any(w.startswith(("TARA-B", "Waiting", "Starting")) for w in words), words
+    assert job.key[2].count('"steps": 2000') == 1
     while job.fraction == 0 and not job.finished_:
         time.sleep(0.05)
     at.button(key="merge.stop").click().run()
     wait_for_run(at, timeout=30)
     assert job.status == "stopped"
     assert job.elapsed() < 30
-    if job.result is not None:  # the library returned what it had learned so far
-        assert at.session_state[state.MERGE_RESULT] is job.result
-        assert any("Stopped after" in s.value for s in at.success)
+    # the library returns what it had learned so far, and the page shows it as the merge
+    assert job.result.run["stopped"] and job.result.run["steps_done"] < 2000
+    assert at.session_state[state.MERGE_RESULT] is job.result
+    note = next(s.value for s in at.success if "Stopped after" in s.value)
+    assert f"Stopped after {job.result.run['steps_done']} of 2000 steps" in note
 
 
 @pytest.mark.slow
 def test_moving_a_setting_during_a_run_restarts_it(bundle_page):
-    at = tara_page(bundle_page, 5000)
+    at = tara_page(bundle_page, 2000)
     at.button(key="merge.run").click().run()
     first = at.session_state[state.ACTIVE_RUN]
     at.slider(key=param_key("tara_b", "rho", "task0")).set_value(0.6).run()

@@ -172,3 +172,18 @@ def test_torch_threads_policy():
     assert torch_threads(16, "3") == 3
     with pytest.raises(ValueError, match="positive whole number"):
         torch_threads(16, "0")
+
+
+def test_run_status_in_plain_words():
+    from app_support.jobs import Job
+    from app_support.run_view import describe, duration
+
+    job = Job(key=None, label="TARA-B on 8 adapters", work=lambda p, s: None)
+    assert describe(job, 2) == "Waiting for 2 runs ahead of yours (the server runs one at a time)."
+    job.status = "running"
+    assert "preparing" in describe(job, 0)
+    job.message = "step 37 of 250 · 3.1 steps/s · about 70 s left"
+    assert describe(job, 0) == (
+        "TARA-B on 8 adapters: step 37 of 250 · 3.1 steps/s · about 1 min 10 s left."
+    )
+    assert (duration(45), duration(185), duration(3725)) == ("45 s", "3 min 05 s", "1 h 02 min")
