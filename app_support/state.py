@@ -54,12 +54,28 @@ _FACTORIES = {USER_ADAPTERS: list, WARM_START: dict, TRADEOFF_POINTS: dict, OPEN
 
 def init_state() -> None:
     """Give every key its default unless it is already set (seeded by a test or a page)."""
+    _leave_pages_folder_mode()
     for key, value in _DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value
     for key, factory in _FACTORIES.items():
         if key not in st.session_state:
             st.session_state[key] = factory()
+
+
+def _leave_pages_folder_mode() -> None:
+    """Run every page through ``app.py``'s navigation, even when a deep link comes first.
+
+    On a freshly started server Streamlit treats the ``pages/`` folder as old-style pages until
+    ``app.py`` has called ``st.navigation`` once: a shared link (``/merge?…``) opened first runs
+    ``pages/merge.py`` alone (no page config, a sidebar of file names) and keeps the whole server
+    in that mode. Switching the mode off and rerunning lets ``app.py`` route the same URL.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def param_key(method: str, param: str, adapter: str | None = None) -> str:
