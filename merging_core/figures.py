@@ -47,7 +47,7 @@ def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: i
             "y": 1.0,
             "yanchor": "bottom",
             "automargin": True,
-            "pad": {"b": 14, "l": 8},
+            "pad": {"b": 26 if sub else 12, "l": 8},
         },
         font={"size": FONT_SIZE},
         height=height + band,
@@ -271,6 +271,7 @@ def heatmap_pair(
                                  "colorbar": {"title": {"text": colorbar_title}}})  # fmt: skip
     fig.update_annotations(font={"size": FONT_SIZE - 1})
     _layout(fig, title=title, x_title="", y_title="", height=height)
+    fig.update_layout(title_pad_b=30)  # room for the panel titles under the figure title
     return fig.update_yaxes(title_text=axis_title, row=1, col=1)
 
 
