@@ -58,6 +58,8 @@ class Job:
     stop_in_progress: bool = True
     meta: dict[str, Any] = field(default_factory=dict)  # the submitter's notes (steps, ...)
     _cancel: threading.Event = field(default_factory=threading.Event)
+    _first: tuple[float, float] | None = None  # (time, fraction) of the first progress report
+    _last: tuple[float, float] | None = None  # ... and of the latest one
 
     def cancel(self) -> None:
         """Ask the job to stop (at its next step, or before it starts)."""
@@ -77,16 +79,27 @@ class Job:
         return (self.finished or time.monotonic()) - self.started
 
     def rate_and_eta(self, total_steps: int | None) -> tuple[float | None, float | None]:
-        """(steps per second, seconds left) from the progress so far; None when unknown."""
-        elapsed = self.elapsed()
-        if not total_steps or self.fraction <= 0 or elapsed <= 0:
+        """(steps per second, seconds left) measured since the first progress report.
+
+        The first report is the reference point, so set-up work and a slow first step (caches,
+        warm-up) do not distort the estimate; None until a later report has arrived.
+        """
+        if not total_steps or self._first is None or self._last is None:
             return None, None
-        rate = self.fraction * total_steps / elapsed
-        return rate, (1.0 - self.fraction) * total_steps / rate
+        (t0, f0), (t1, f1) = self._first, self._last
+        if f1 <= f0 or t1 <= t0:
+            return None, None
+        rate = (f1 - f0) * total_steps / (t1 - t0)
+        return rate, (1.0 - f1) * total_steps / rate
 
     def _report(self, fraction: float, message: str) -> None:
         self.fraction = min(max(float(fraction), 0.0), 1.0)
         self.message = message
+        mark = (time.monotonic(), self.fraction)
+        if self._first is None:
+            self._first = mark
+        else:
+            self._last = mark
         if self.cancelled and self.stop_in_progress:
             raise Stopped(self.label)
 

@@ -28,7 +28,6 @@ def duration(seconds: float) -> str:
 
 
 STEP = re.compile(r"step (\d+) of (\d+)")
-LEFT = re.compile(r"about (\d+) s left")
 
 
 def steps_of(job: Job) -> tuple[int, int] | None:
@@ -43,10 +42,14 @@ def describe(job: Job, ahead: int) -> str:
         runs = "run" if ahead == 1 else "runs"
         return (f"Waiting for {ahead} {runs} ahead of yours (the server runs one at a time)."
                 if ahead else "Starting…")  # fmt: skip
-    if steps_of(job) is None:
+    counted = steps_of(job)
+    if counted is None:
         return f"{job.label}: preparing (anchors and merge directions)…"
-    text = LEFT.sub(lambda m: f"about {duration(float(m.group(1)))} left", job.message)
-    return f"{job.label}: {text}."
+    done, total = counted
+    rate, left = job.rate_and_eta(total)
+    speed = (f"{rate:.2f} steps/s · about {duration(left)} left" if rate is not None
+             else "measuring its speed…")  # fmt: skip
+    return f"{job.label}: step {done} of {total} · {speed}"
 
 
 def status_panel(job: Job) -> None:

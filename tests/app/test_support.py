@@ -182,8 +182,11 @@ def test_run_status_in_plain_words():
     assert describe(job, 2) == "Waiting for 2 runs ahead of yours (the server runs one at a time)."
     job.status = "running"
     assert "preparing" in describe(job, 0)
-    job.message = "step 37 of 250 · 3.1 steps/s · about 70 s left"
+    job._report(1 / 250, "step 1 of 250 · 0.0 steps/s · about 99999 s left")  # slow 1st step
+    assert describe(job, 0) == "TARA-B on 8 adapters: step 1 of 250 · measuring its speed…"
+    job._first = (job._first[0] - 12.0, 1 / 250)  # then 36 more steps in 12 s: 3 steps/s
+    job._report(37 / 250, "step 37 of 250 · 0.7 steps/s · about 300 s left")
     assert describe(job, 0) == (
-        "TARA-B on 8 adapters: step 37 of 250 · 3.1 steps/s · about 1 min 10 s left."
+        "TARA-B on 8 adapters: step 37 of 250 · 3.00 steps/s · about 1 min 11 s left"
     )
     assert (duration(45), duration(185), duration(3725)) == ("45 s", "3 min 05 s", "1 h 02 min")

@@ -87,7 +87,7 @@ def test_layout_at_1024_by_768(tabs, shots):
 def start_tara(tab) -> None:
     tab.get_by_role("button", name="Run merge").click()
     tab.get_by_role("button", name="Stop").wait_for()
-    tab.get_by_text(re.compile(r"step \d+ of 2000 · [\d.]+ steps/s · about")).first.wait_for(
+    tab.get_by_text(re.compile(r"step \d+ of 2000 · ")).first.wait_for(
         timeout=300_000
     )
 
@@ -101,7 +101,7 @@ def test_stop_ends_a_tara_run_and_keeps_what_it_learned(tabs, shots):
     tab.get_by_text(re.compile(r"Stopped after \d+ of 2000 steps")).first.wait_for(timeout=60_000)
     settle(tab)
     assert tab.get_by_role("button", name="Stop").count() == 0
-    assert tab.get_by_text("Learned coefficients φ per module").count() > 0
+    assert figure(tab, "Learned coefficients φ per module") is not None
     screenshot(tab, shots / "first-use-tara-stopped.png")
 
 
