@@ -125,3 +125,34 @@ def test_moving_a_setting_during_a_run_restarts_it(bundle_page):
     assert json.loads(second.key[2])["rho"][0] == pytest.approx(0.6)
     second.cancel()
     wait_for_run(at, timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tradeoff_point_reopens_with_its_own_numbers(bundle_page, fake_bundle):
+    from app_support.merging import opened_key
+    from merging_core.merge import merge
+
+    _, bundle = fake_bundle
+    pair = bundle.adapter_set().subset([2, 0])  # the point's own task order
+    point = merge(pair, "tara_b", task_data=bundle.task_data(), steps=5, rho=[0.7, 0.3])
+    stale = merge(bundle.adapter_set(), "tara_b", task_data=bundle.task_data(), steps=2)
+    key = opened_key(point.method, point.params, point.seed, point.adapter_names)
+    pending = {"method": "tara_b", "params": dict(point.params), "seed": point.seed,
+               "adapters": list(point.adapter_names), "source": "the trade-off point"}  # fmt: skip
+    at = bundle_page("merge.py", **{
+        state.OPENED_RESULT: {key: point}, state.PENDING_SETTINGS: pending,
+        state.MERGE_RESULT: stale, state.SELECTED: ["task2", "task0"],
+        state.PREVIOUS_SELECTION: {"selection": None, "count": 3},
+    }).run()  # fmt: skip
+    assert not at.exception, at.exception
+    assert at.session_state[state.MERGE_RESULT] is point  # not the stale 3-task run
+    assert [at.slider(key=param_key("tara_b", "rho", n)).value for n in ("task2", "task0")] == [
+        0.7, 0.3]  # fmt: skip
+    scores = bundle.evaluate(point, tasks=["task2", "task0"])["tasks"]
+    fig = spec_titled(at, "Per-task normalised accuracy")
+    assert fig["data"][0]["y"] == pytest.approx([100 * scores[t]["normalized"]
+                                                 for t in ("task2", "task0")])  # fmt: skip
+    # the narrowed working set is said out loud, with a way back to all 3 adapters
+    assert any("narrowed to task2, task0" in i.value for i in at.info)
+    at.button(key="workset.restore").click().run()
+    assert at.session_state[state.SELECTED] is None
