@@ -12,6 +12,7 @@ inputs and result, so sessions never see each other's data.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ import streamlit as st
 Progress = Callable[[float, str], None]
 Work = Callable[[Progress, Callable[[], bool]], Any]
 
+WORKER_NICENESS = 10  # added to the worker thread's nice value (lower CPU priority)
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINISHED = (DONE, STOPPED, FAILED)
 
@@ -139,6 +141,7 @@ class JobQueue:
             return before + (1 if self.current is not None else 0)
 
     def _loop(self) -> None:
+        _lower_priority()
         while True:
             with self._lock:
                 while not self._pending:
@@ -150,6 +153,20 @@ class JobQueue:
             finally:
                 with self._lock:
                     self.current = None
+
+
+def _lower_priority() -> None:
+    """Make the worker thread yield the CPU to the sessions' threads (Linux: threads are tasks).
+
+    Page renders and data-free sliders then win the CPU (and the interpreter lock, which a
+    runnable thread gets back sooner) while a long run goes on; the run only slows when the
+    machine has no idle core. Where per-thread priorities do not exist this does nothing.
+    """
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        except OSError:  # not permitted here: keep the default priority
+            return
 
 
 def _run(job: Job) -> None:

@@ -124,6 +124,7 @@ def test_three_sessions_no_cross_talk_and_sliders_answer_during_tara(tabs, shots
     slider = second.get_by_role("slider").nth(1)  # a weight slider (scaling is first)
     latencies = []
     for _ in range(3):
+        settle(second)  # a user moves a slider, looks at the result, moves it again
         before = agreement(second)
         slider.focus()
         start = time.perf_counter()
