@@ -100,6 +100,7 @@ def task_bars(
     x_title: str = "task",
     log_y: bool = False,
     value_labels: bool = False,
+    value_format: str = ".1f",
     height: int = 420,
 ) -> go.Figure:
     """Grouped bars: one group per task, one bar per series (merged, TA, individual, ...).
@@ -110,7 +111,7 @@ def task_bars(
         reference_line: draw a dashed horizontal line at this value (e.g. 100 %).
         x_title: what the groups are (default "task").
         log_y: logarithmic y axis with powers of ten.
-        value_labels: print each bar's value on it (one decimal).
+        value_labels: print each bar's value on it, as ``value_format`` (d3 format).
         height: pixels.
     """
     tasks = _ordered_keys(series.values())
@@ -125,7 +126,7 @@ def task_bars(
             y=ys,
             marker_color=SERIES_COLORS[i % len(SERIES_COLORS)],
             hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>",
-            texttemplate="%{y:.1f}" if value_labels else None,
+            texttemplate=f"%{{y:{value_format}}}" if value_labels else None,
             textposition="outside" if value_labels else None,
             textfont={"size": FONT_SIZE - 4} if value_labels else None,
             cliponaxis=False,

@@ -52,7 +52,7 @@ st.plotly_chart(
     figures.task_bars(
         {f"P{high} |J| / P{low} |J|": ratios},
         title=f"Per-task anisotropy: P{high} / P{low} of |∂H/∂φ| over directions",
-        y_title="ratio (log scale)", log_y=True, value_labels=True,
+        y_title="ratio (log scale)", log_y=True, value_labels=True, value_format=".2s",
     ),
     key="sensitivity.anisotropy", width="stretch",
 )  # fmt: skip
@@ -73,7 +73,7 @@ st.plotly_chart(
         J, x_labels=labels, y_labels=list(sens.task_names),
         title=f"J on the {len(labels)} strongest directions of {layer} (strongest first)",
         x_title="direction", y_title="task", colorbar_title="∂H/∂φ", symlog=True,
-        show_values=False,
+        show_values=False, height=560,
     ).update_xaxes(tickangle=-45, tickfont={"size": 10}),
     key="sensitivity.j", width="stretch",
 )  # fmt: skip
@@ -111,7 +111,7 @@ def misalignment_panel() -> None:
     profiles = sv.top_profiles(sens, h1, h2)
     fig = figures.task_bars(
         profiles, title=f"h(ρ) on the {sv.TOP_DIRECTIONS} most sensitive directions",
-        y_title="normalised h", x_title="direction",
+        y_title="normalised h", x_title="direction", height=520,
     )  # fmt: skip
     st.plotly_chart(fig.update_xaxes(tickangle=-45, tickfont={"size": 10}), key="sensitivity.h",
                     width="stretch")  # fmt: skip
