@@ -1,7 +1,8 @@
 """Merge + export benchmark on LLaMA-3-8B-shaped synthetic LoRA adapters, against PEFT.
 
 Ours: 6 tasks, r = 16, q/k/v/o_proj in 32 layers (q/o 4096 × 4096, k/v 1024 × 4096), merged with
-TA, KnOTS-TA, TSV-M (low-rank), Iso-C (low-rank) and Pico-TA, then exported as a PEFT adapter at
+TA, KnOTS-TA, TSV-M (low-rank), Iso-C (low-rank), Pico-TA, Core Space (TA, TIES, DARE-TIES, TSV,
+CART rules) and LoRA-LEGO, then exported as a PEFT adapter at
 rank 16 (each method timed on its own: merge, then SVD-truncate and write to a temp folder).
 
 PEFT: ``add_weighted_adapter(combination_type="svd")`` (its TA + dense SVD to rank 16, the same
@@ -9,7 +10,11 @@ output as our TA export) on a torch model with the same layer shapes but only ``
 layers (dense SVDs of 4096 × 4096 take long); its per-layer time is extrapolated to 32 layers and
 labelled as such. On the measured layers the two rank-16 results are compared.
 
-Run:  python benchmarks/merge.py [--layers 32] [--peft-layers 2] [--no-peft]
+Dense route: Core Space's TIES and DARE-TIES rules act on the R×R cores; their full-space
+namesakes act on every dense ΔW_t. Those are timed (merge only) on ``--dense-layers`` layers and
+extrapolated; the ratio is dense merge time / core merge time.
+
+Run:  python benchmarks/merge.py [--layers 32] [--peft-layers 2] [--no-peft] [--dense-layers 1]
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ METHODS = (  # (label, method id, params)
     ("TSV-M (low-rank)", "tsv_m", {"mode": "low_rank"}),
     ("Iso-C (low-rank)", "iso_c", {"mode": "low_rank"}),
     ("Pico-TA", "pico", {"base": "task_arithmetic"}),
+    ("Core-TA", "core_space", {"rule": "ta", "scaling": 0.4}),
+    ("Core-TIES", "core_space", {"rule": "ties"}),
+    ("Core-DARE-TIES", "core_space", {"rule": "dare_ties"}),
+    ("Core-TSV", "core_space", {"rule": "tsv"}),
+    ("Core-CART", "core_space", {"rule": "cart"}),
+    ("LoRA-LEGO", "lora_lego", {}),
+)
+# Element-wise rules also exist on the dense ΔW: (core row, dense label, method id, params).
+# Merge only (a dense result's rank-16 export needs a dense SVD per module), on --dense-layers
+# layers, extrapolated to all layers and labelled as such.
+DENSE_ROUTES = (
+    ("Core-TIES", "TIES on ΔW", "ties", {"threshold": "per_tensor"}),
+    ("Core-DARE-TIES", "DARE-TIES on ΔW", "dare", {"variant": "ties", "drop_rate": 0.3}),
 )
 
 
@@ -65,10 +83,11 @@ def synthetic_adapters(*, tasks: int, rank: int, layers: int, seed: int = 0) -> 
 
 def time_ours(aset: AdapterSet, method: str, params: dict, rank: int, tmp: Path) -> dict:
     """Merge, then export at ``rank`` into ``tmp``; seconds for each and the result."""
+    folder = "_".join([method, *(f"{k}-{v}" for k, v in sorted(params.items()))])
     t0, c0 = time.perf_counter(), time.process_time()
     result = merge(aset, method, **params)
     t1, c1 = time.perf_counter(), time.process_time()
-    report = export_merge(result, tmp / method, rank=rank)
+    report = export_merge(result, tmp / folder, rank=rank)
     t2, c2 = time.perf_counter(), time.process_time()
     return {
         "cpu": c2 - c0,
@@ -78,7 +97,7 @@ def time_ours(aset: AdapterSet, method: str, params: dict, rank: int, tmp: Path)
         "total": t2 - t0,
         "result": result,
         "max_err": report.max_rel_error,
-        "path": tmp / method,
+        "path": tmp / folder,
     }
 
 
@@ -168,6 +187,7 @@ def main() -> None:
     parser.add_argument("--export-rank", type=int, default=16)
     parser.add_argument("--peft-layers", type=int, default=2)
     parser.add_argument("--no-peft", action="store_true")
+    parser.add_argument("--dense-layers", type=int, default=1, help="0 skips the dense route")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -204,6 +224,8 @@ def main() -> None:
                 rows.append((label, None, f"skipped: {err}"))
         peft = None if args.no_peft else run_peft(aset, args, rows)
         print_table(rows, peft, args)
+    if args.dense_layers > 0:
+        print_dense_routes(rows, args)
 
 
 def run_peft(aset: AdapterSet, args: argparse.Namespace, rows: list) -> dict | None:
@@ -246,6 +268,31 @@ def print_table(rows: list, peft: dict | None, args: argparse.Namespace) -> None
         print(
             f"PEFT-svd vs our TA export (both rank {args.export_rank}) on those layers: max "
             f"relative ΔW difference {peft['diff']:.2e}"
+        )
+
+
+def print_dense_routes(rows: list, args: argparse.Namespace) -> None:
+    """Merge time of each element-wise method on dense ΔW against its Core Space rule."""
+    core = {label: r for label, r, _ in rows if r is not None}
+    small = synthetic_adapters(tasks=args.tasks, rank=args.rank, layers=args.dense_layers)
+    per = args.layers / args.dense_layers
+    print(
+        f"\nDense route (merge only; measured on {args.dense_layers} layer(s), EXTRAPOLATED "
+        f"x{per:g} to {args.layers} layers):"
+    )
+    head = f"{'dense method':<18}{'merge s':>9}{'CPU s':>8}{'vs':>16}{'dense/core wall':>17}"
+    head += f"{'dense/core CPU':>16}"
+    print(head + "\n" + "-" * len(head))
+    for core_label, label, method, params in DENSE_ROUTES:
+        if core_label not in core:
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        merge(small, method, **params)
+        wall, cpu = (time.perf_counter() - t0) * per, (time.process_time() - c0) * per
+        ratio = wall / core[core_label]["merge"]
+        cpu_ratio = cpu / (core[core_label]["cpu"] - core[core_label]["export_cpu"])
+        print(
+            f"{label:<18}{wall:>9.1f}{cpu:>8.1f}{core_label:>16}{ratio:>16.0f}x{cpu_ratio:>15.0f}x"
         )
 
 

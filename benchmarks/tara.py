@@ -1,7 +1,7 @@
 """TARA benchmark on the vision8 sample bundle: timings and the paper's Table-1 layout.
 
-    python benchmarks/tara.py [--bundle vision8] [--seeds 3] [--skip-timings] [--skip-table]
-                              [--steps 250] [--device auto] [--entropy-scale S|bundle]
+    python benchmarks/tara.py [--bundle vision8|nli6|FOLDER] [--seeds 3] [--skip-timings]
+                              [--skip-table] [--steps 0] [--device auto] [--entropy-scale S|bundle]
 
 Prints (stdout, Markdown):
 
@@ -29,9 +29,8 @@ import torch  # noqa: E402
 
 from merging_core.merge import merge  # noqa: E402
 from merging_core.methods import get_method  # noqa: E402
-from merging_core.methods.adamerging import run_adamerging  # noqa: E402
-from merging_core.methods.tara import run_tara  # noqa: E402
-from merging_core.tradeoff import two_task_sweep  # noqa: E402
+from merging_core.adaptive.cache import AdaptiveCache  # noqa: E402
+from merging_core.tradeoff import DEFAULT_SWEEP, two_task_sweep  # noqa: E402
 
 # (row label, method id, fixed params, scale parameter to grid-search or None)
 BASELINES: tuple[tuple[str, str, dict[str, Any], str | None], ...] = (
@@ -45,6 +44,12 @@ BASELINES: tuple[tuple[str, str, dict[str, Any], str | None], ...] = (
     ("Pico-TIES", "pico", {"base": "ties"}, None),
     ("Pico-TSV-M", "pico", {"base": "tsv_m"}, None),
     ("SVD+CUR", "svd_cur", {}, "scaling"),
+    ("Core-TA", "core_space", {"rule": "ta"}, "scaling"),
+    ("Core-TIES", "core_space", {"rule": "ties"}, "scaling"),
+    ("Core-DARE-TIES", "core_space", {"rule": "dare_ties"}, "scaling"),
+    ("Core-TSV", "core_space", {"rule": "tsv"}, "scaling"),
+    ("Core-CART", "core_space", {"rule": "cart"}, "scaling"),
+    ("LoRA-LEGO", "lora_lego", {}, None),
 )
 SCALE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 PAPER_AVG = {"TA": 63.8, "TIES": 64.9, "AdaMerging": 70.0, "KnOTS-TIES": 68.0, "TARA-A": 74.0,
@@ -59,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     bundle = load_bundle(args.bundle)
-    adapters, context = bundle.adapter_set(), bundle.context(device)
+    adapters, context = bundle.adapter_set(), bundle.task_data(device)
     print(f"# TARA benchmark: {args.bundle}, device {device}, torch threads "
           f"{torch.get_num_threads()}\n")  # fmt: skip
     if not args.skip_proxy:
         proxy_check(bundle, adapters, context)
+    if not args.skip_floor:
+        floor(adapters, context, steps=args.steps)
     if not args.skip_timings:
         timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps)
     if not args.skip_table:
@@ -75,17 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scale_kwargs(text: str | None) -> dict[str, Any]:
-    """``--entropy-scale`` -> keyword for run_tara / run_adamerging ({} = their default)."""
+    """``--entropy-scale`` -> the methods' keyword ({} = their default; 'bundle' = 0)."""
     if text is None:
         return {}
-    return {"entropy_scale": None if text == "bundle" else float(text)}
+    return {"entropy_scale": 0.0 if text == "bundle" else float(text)}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", default="vision8")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--steps", type=int, default=0, help="TARA steps (0: the official schedule)")
     p.add_argument("--warm-steps", type=int, default=50, help="steps of warm-started re-runs")
     p.add_argument("--ada-steps", type=int, default=0, help="original AdaMerging (0: its 500)")
     p.add_argument(
@@ -98,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-timings", action="store_true")
     p.add_argument("--skip-table", action="store_true")
     p.add_argument("--skip-proxy", action="store_true")
+    p.add_argument("--skip-floor", action="store_true")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument(
         "--rows",
@@ -124,26 +132,66 @@ def log(message: str) -> None:
 
 def proxy_check(bundle, adapters, context) -> None:
     """Mean validation entropy vs validation accuracy along Task Arithmetic's λ (λ = 0: base)."""
-    from merging_core.directional import (
-        WeightedLoraHooks,
-        build_banks,
-        entropy_over_inputs,
-        frozen_eval,
-        task_indices,
-    )
+    from merging_core.adaptive.banks import build_banks
+    from merging_core.adaptive.objective import entropy_over_split
 
-    banks = {p: b.to(context.device) for p, b in build_banks(adapters, variant="a").items()}
-    tasks = task_indices(adapters, context)
+    banks = build_banks(adapters, variant="a", device=context.device)
     print("## Entropy proxy along Task Arithmetic (validation split)\n")
     print("| λ | mean entropy H | avg normalised acc |\n|---:|---:|---:|")
     for lam in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-        phi = {p: torch.full((b.size,), lam, device=context.device) for p, b in banks.items()}
-        with frozen_eval(context.encoder), WeightedLoraHooks(context.encoder, banks) as hooks:
-            hooks.set(phi)
-            H = [entropy_over_inputs(context, t, context.unlabeled[t]) for t in tasks]
+        updates = {p: (b.B, lam * b.A) for p, b in banks.items()}
+        H = [entropy_over_split(context, t, updates, scale=None) for t in adapters.names]
         acc = bundle.evaluate(merge(adapters, "task_arithmetic", scaling=lam), split="validation")
         print(f"| {lam:.1f} | {statistics.mean(H):.3f} | {100 * acc['average_normalized']:.1f} |")
     print()
+
+
+# ---------------------------------------------------------------------------------------------
+# The compute floor of a TARA step.
+
+
+def floor(adapters, context, *, steps: int) -> None:
+    """FLOPs of one TARA step (forward + backward, counted by torch), this device's measured
+    matmul throughput, and the floor time of a run; then the measured time per step in float32
+    and bfloat16 autocast, side by side."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    kw = dict(task_data=context, cache=AdaptiveCache())
+    planned = merge(adapters, "tara_b", should_stop=lambda: True, **kw)  # anchors + banks cached
+    n_steps = steps or planned.diagnostics["steps_planned"]
+    with FlopCounterMode(display=False) as counter:
+        merge(adapters, "tara_b", steps=1, **kw)
+    step_flops = counter.get_total_flops()  # one forward + backward over N tasks × batch
+    rate = _matmul_rate(context.device)
+    print("## Compute floor of TARA-B\n")
+    print(f"one step ≈ {step_flops / 1e9:.2f} GFLOP; matmul throughput "
+          f"{rate / 1e9:.1f} GFLOP/s on {context.device} ({torch.get_num_threads()} threads); "
+          f"floor for {n_steps} steps ≈ {n_steps * step_flops / rate:.1f} s\n")  # fmt: skip
+    print("| precision | s/step (wall) | CPU s/step | floor s/step | ratio to floor |")
+    print("|---|---:|---:|---:|---:|")
+    for precision in ("float32", "bfloat16"):
+        merge(adapters, "tara_b", steps=1, precision=precision, **kw)  # warm
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        merge(adapters, "tara_b", steps=20, precision=precision, **kw)
+        wall = (time.perf_counter() - wall0) / 20
+        cpu = (time.process_time() - cpu0) / 20
+        print(f"| {precision} | {wall:.3f} | {cpu:.3f} | {step_flops / rate:.3f} | "
+              f"{wall / (step_flops / rate):.1f}× |")  # fmt: skip
+    print()
+
+
+def _matmul_rate(device) -> float:
+    """FLOP/s of a 512 × 512 float32 matmul loop on ``device`` (the best of three)."""
+    a = torch.randn(512, 512, device=device)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(20):
+            a @ a
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start))
+    return best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,25 +201,30 @@ def proxy_check(bundle, adapters, context) -> None:
 def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
     """Full run, warm re-run after a ρ change, 11-point two-task sweep (per method)."""
     rows = []
-    run_tara(adapters, context, variant="b", steps=1)  # anchors + banks cached, as in the app
-    run_tara(adapters, context, variant="a", steps=1)
+    cache = AdaptiveCache()  # anchors + banks cached, as in the app
+    kw = dict(task_data=context, cache=cache)
+    merge(adapters, "tara_b", steps=1, **kw)
+    merge(adapters, "tara_a", steps=1, **kw)
     n = len(adapters)
     skewed = [2.0 if i == 0 else 1.0 for i in range(n)]
     for variant in ("a", "b"):
-        first = _timed(lambda v=variant: run_tara(adapters, context, variant=v, steps=steps))
-        rows.append((f"TARA-{variant.upper()} full run ({steps} steps)", first[1], 20.0))
-        rerun = _timed(lambda v=variant, s=first[0].state: run_tara(
-            adapters, context, variant=v, steps=warm, rho=skewed, init_phi=s))  # fmt: skip
+        method = f"tara_{variant}"
+        first = _timed(lambda m=method: merge(adapters, m, steps=steps, **kw))
+        done = first[0].run["steps_done"]
+        rows.append((f"TARA-{variant.upper()} full run ({done} steps)", first[1], 20.0))
+        rerun = _timed(lambda m=method, r=first[0]: merge(
+            adapters, m, steps=warm, rho=skewed, warm_start=r, **kw))  # fmt: skip
         rows.append((f"TARA-{variant.upper()} warm re-run after ρ change ({warm} steps)", rerun[1],
                      5.0))  # fmt: skip
     evaluate = _normalised(bundle)
     pair = (bundle.task_names[0], bundle.task_names[1])
-    for method in ("tara_a", "tara_b", "adamerging"):
+    for method in ("tara_a", "tara_b", "adamerging_layer"):
         sweep = _timed(lambda m=method: two_task_sweep(
-            adapters, context, evaluate, tasks=pair, points=11, methods=(m,), steps=steps,
-            warm_steps=warm, baselines=False))  # fmt: skip
-        rows.append((f"11-point sweep {pair[0]}/{pair[1]}, {method} ({steps} + 10×{warm} steps)",
-                     sweep[1], 60.0))  # fmt: skip
+            adapters, context, evaluate, tasks=pair, points=11,
+            methods={m: DEFAULT_SWEEP[m]}, steps=steps, warm_steps=warm, baselines=False,
+            cache=cache))  # fmt: skip
+        rows.append((f"11-point sweep {pair[0]}/{pair[1]}, {method} ({steps or 'default'} + "
+                     f"10×{warm} steps)", sweep[1], 60.0))  # fmt: skip
     print("## Timings\n\n| what | seconds | target | ok |\n|---|---:|---:|:--:|")
     for what, sec, target in rows:
         print(f"| {what} | {sec:.1f} | ≤ {target:g} | {'yes' if sec <= target else 'no'} |")
@@ -211,16 +264,16 @@ def table(
         rows[label] = [row]
         notes.append(f"{label}: {note}")
         log(f"{label}: {100 * sum(row) / len(row):.1f}")
-    kw = scale or {}
+    kw = dict(scale or {}, task_data=context, cache=AdaptiveCache())
     runners = {
-        "AdaMerging (layer, original)": lambda s: run_adamerging(
-            adapters, context, layerwise=True, variant="original", seed=s, steps=ada_steps, **kw),
-        "AdaMerging (layer, TARA repo)": lambda s: run_adamerging(
-            adapters, context, layerwise=True, variant="tara_repo", seed=s, steps=steps, **kw),
-        "TARA-A": lambda s: run_tara(adapters, context, variant="a", seed=s, steps=steps, **kw),
-        "TARA-B": lambda s: run_tara(adapters, context, variant="b", seed=s, steps=steps, **kw),
-        "TARA-B (|H−z|, ablation)": lambda s: run_tara(
-            adapters, context, variant="b", seed=s, steps=steps, scalarisation="stch_abs", **kw),
+        "AdaMerging (layer, original)": lambda s: merge(
+            adapters, "adamerging_layer", variant="original", seed=s, steps=ada_steps or 0, **kw),
+        "AdaMerging (layer, TARA repo)": lambda s: merge(
+            adapters, "adamerging_layer", variant="tara_repo", seed=s, **kw),
+        "TARA-A": lambda s: merge(adapters, "tara_a", seed=s, steps=steps, **kw),
+        "TARA-B": lambda s: merge(adapters, "tara_b", seed=s, steps=steps, **kw),
+        "TARA-B (|H−z|, ablation)": lambda s: merge(
+            adapters, "tara_b", seed=s, steps=steps, scalarisation="stch_abs", **kw),
     }  # fmt: skip
     evaluate = _normalised(bundle)
     ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs")
@@ -231,10 +284,10 @@ def table(
         rows[label] = []
         for seed in range(seeds):
             run = runner(seed)
-            rows[label].append([float(v) for v in evaluate(run.result, names)])
+            rows[label].append([float(v) for v in evaluate(run, names)])
             log(f"ROW {label!r} seed {seed}: {rows[label][-1]}")
             log(f"{label} seed {seed}: {100 * statistics.mean(rows[label][-1]):.1f} "
-                f"({run.seconds:.0f}s)")  # fmt: skip
+                f"({run.run['seconds']:.0f}s, {run.run['steps_done']} steps)")  # fmt: skip
     _print_table(names, rows)
     print("\n".join(f"* {n}" for n in notes))
     print()
@@ -267,7 +320,7 @@ def _baseline_row(bundle, adapters, method, fixed, scale):
 
 def _print_table(names, rows) -> None:
     short = [n[:9] for n in names]
-    print("## Normalised test accuracy (%), vision8\n")
+    print("## Normalised test accuracy (%)\n")
     print("| method | " + " | ".join(short) + " | avg |")
     print("|---|" + "---:|" * (len(names) + 1))
     for label, runs in rows.items():

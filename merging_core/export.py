@@ -25,17 +25,18 @@ from typing import Any
 import torch
 
 from merging_core.adapters import LoraModule
-from merging_core.results import MergedModule, MergeResult, Progress, report_progress
+from merging_core.results import (
+    MergedModule,
+    MergeResult,
+    Progress,
+    numerical_rank,
+    report_progress,
+)
 
 DENSE_RANK_CAP = 64
 """Rank used for *dense* merged modules when ``rank=None``: element-wise merges (TIES, DARE) are
 full rank, and an "exact" export of a 4096 × 4096 update would be a full dense matrix in
 disguise. 64 keeps a LLaMA-size module at ~3 % of its dense size; the report says what it cost."""
-
-EXACT_RTOL = 1e-10
-"""Singular values below ``EXACT_RTOL · σ_max`` (plus the float32 QR noise floor, see
-:func:`numerical_rank`) of a factored result count as zero for the exact-rank export."""
-
 
 @dataclass(frozen=True)
 class ModuleExport:
@@ -141,25 +142,6 @@ def spectrum(merged: MergedModule) -> Spectrum:
     Qa, Ra = torch.linalg.qr(merged.factors.A.float().T)  # (n, q), (q, r)
     Uc, S, Vch = torch.linalg.svd(Rb.double() @ Ra.double().T, full_matrices=False)
     return Spectrum(S, Qb, Qa, Uc.float(), Vch.T.float())
-
-
-def numerical_rank(merged: MergedModule, S: torch.Tensor) -> int:
-    """Count of singular values (``S`` descending) above the noise floor of ``merged``.
-
-    Factored: ``σ > EXACT_RTOL · σ_max + r · eps32 · ‖B‖_F ‖A‖_F`` (the second term is the
-    rounding of the float32 QRs, so exact cancellations such as ``w`` and ``−w`` give rank 0).
-    Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
-    """
-    if S.numel() == 0 or float(S[0]) == 0.0:
-        return 0
-    eps = torch.finfo(torch.float32).eps
-    if merged.factors is not None:
-        B, A = merged.factors.B, merged.factors.A
-        floor = B.shape[1] * eps * float(B.double().norm() * A.double().norm())
-        tol = EXACT_RTOL * float(S[0]) + floor
-    else:
-        tol = max(merged.dense.shape) * eps * float(S[0])
-    return int((S > tol).sum())
 
 
 def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:

@@ -19,6 +19,30 @@ from merging_core.factors import LowRankSVD, frobenius_norm, svd_of_product
 
 Progress = Callable[[float, str], None]
 
+EXACT_RTOL = 1e-10
+"""Singular values below ``EXACT_RTOL · σ_max`` (plus the float32 QR noise floor, see
+:func:`numerical_rank`) of a factored result count as zero (export, Merge summary)."""
+
+
+def numerical_rank(merged: MergedModule, S: torch.Tensor) -> int:
+    """Count of singular values (``S`` descending) above the noise floor of ``merged``.
+
+    The one rank rule of the lab: the export's exact rank and the Merge page's summary both use
+    it. Factored: ``σ > EXACT_RTOL · σ_max + r · eps32 · ‖B‖_F ‖A‖_F`` (the second term is the
+    rounding of the float32 QRs, so exact cancellations such as ``w`` and ``−w`` give rank 0).
+    Dense float32: ``σ > max(m, n) · eps32 · σ_max``.
+    """
+    if S.numel() == 0 or float(S[0]) == 0.0:
+        return 0
+    eps = torch.finfo(torch.float32).eps
+    if merged.factors is not None:
+        B, A = merged.factors.B, merged.factors.A
+        floor = B.shape[1] * eps * float(B.double().norm() * A.double().norm())
+        tol = EXACT_RTOL * float(S[0]) + floor
+    else:
+        tol = max(merged.dense.shape) * eps * float(S[0])
+    return int((S > tol).sum())
+
 
 @dataclass(frozen=True)
 class MergedModule:
@@ -77,11 +101,15 @@ class MergedModule:
             return frobenius_norm(self.factors.B, self.factors.A)
         return float(torch.linalg.matrix_norm(self.dense.double()))
 
-    def rank_bound(self) -> int:
-        """Stored rank for factored results; the numerical rank for dense ones."""
+    def singular_values(self) -> torch.Tensor:
+        """``(K,)`` float64 singular values, descending, zeros kept (factor route when factored)."""
         if self.factors is not None:
-            return self.factors.rank
-        return self.svd().rank
+            return svd_of_product(self.factors.B, self.factors.A).S.double()
+        return torch.linalg.svdvals(self.dense.double())
+
+    def rank_bound(self) -> int:
+        """The numerical rank (:func:`numerical_rank`), the rank an exact export writes."""
+        return numerical_rank(self, self.singular_values())
 
 
 @dataclass(frozen=True)

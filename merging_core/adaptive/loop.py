@@ -36,6 +36,8 @@ class TrainConfig:
     """Loop settings; ``optimizer`` is ``"adamw"`` (TARA, torch default decay) or ``"adam"``.
 
     ``entropy_scale``: the logit scale inside the entropies (see ``TaskData.logits``).
+    ``precision``: ``"float32"`` or ``"bfloat16"`` (the forward runs under autocast; the
+    coefficients, their gradients, the entropies and the optimiser stay float32).
     """
 
     steps: int
@@ -44,6 +46,7 @@ class TrainConfig:
     batch_size: int = 16
     batches_per_step: int = 1
     optimizer: str = "adamw"
+    precision: str = "float32"
 
 
 @dataclass
@@ -116,13 +119,25 @@ def _one_step(data, tasks, streams, banks, coefficients, objective, opt, config)
     for _ in range(config.batches_per_step):
         updates = updates_from(banks, coefficients())
         batches = [data.unlabeled(t, s.next()) for t, s in zip(tasks, streams, strict=True)]
-        H = batch_entropies(data, tasks, batches, updates, scale=config.entropy_scale)  # (N,)
+        with autocast(data.device, config.precision):
+            H = batch_entropies(data, tasks, batches, updates, scale=config.entropy_scale)  # (N,)
         loss = objective(H)
         loss.backward()
         total += float(loss.detach())
         entropies += H.detach().cpu()
     opt.step()
     return total / config.batches_per_step, (entropies / config.batches_per_step).tolist()
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward's precision: bfloat16 autocast, or a disabled context for float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    dev = torch.device(device).type
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def merged_result(

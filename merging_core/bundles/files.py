@@ -47,3 +47,13 @@ def read_arrays(root: Path, relative: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file of the bundle (decompressed eagerly)."""
     with np.load(inside(root, relative)) as data:
         return {k: data[k] for k in data.files}
+
+
+def write_manifest(root: Path, manifest: dict[str, Any], *, overwrite: bool = False) -> Path:
+    """Write ``root/manifest.json`` (creating ``root``); refuses to replace one unless asked."""
+    target = root / "manifest.json"
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} already exists; pass overwrite to replace it")
+    root.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target

@@ -385,6 +385,7 @@ def load_model(model_dir: Path, num_labels: int) -> tuple[nn.Module, Any]:
         raise BundleError(f"{model_dir}: not a transformers model folder (no config.json)")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" notice: heads come from adapters
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -462,7 +463,7 @@ def _check_row(row, file, n, task, classes, need_labels) -> None:
     if "label" in row:
         label = row["label"]
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < classes:
-            raise BundleError(f"{where}: label {str(label)[:20]!r} is not in [0, {classes})")
+            raise BundleError(f"{where}: label {str(label)[:20]} is not in [0, {classes})")
     elif need_labels:
         raise BundleError(f"{where} has no 'label' (the test split is for reporting accuracy)")
 

@@ -22,6 +22,7 @@ COMMANDS = (
     "tara",
     "tradeoff",
     "sensitivity",
+    "bundle",
 )
 
 

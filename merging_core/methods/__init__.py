@@ -11,6 +11,8 @@ from merging_core.methods import tsv_m  # noqa: F401
 from merging_core.methods import iso_c  # noqa: F401  (registers iso_c, iso_cts)
 from merging_core.methods import pico  # noqa: F401
 from merging_core.methods import svd_cur  # noqa: F401
+from merging_core.methods import core_space  # noqa: F401
+from merging_core.methods import lora_lego  # noqa: F401
 from merging_core.methods.registry import (
     MethodInfo,
     Param,

@@ -33,7 +33,13 @@ from merging_core.adapters import AdapterSet
 from merging_core.adaptive.cache import AdaptiveCache, anchors_for, banks_for
 from merging_core.adaptive.coefficients import TaskCoefficients
 from merging_core.adaptive.common import check_inputs, run_record, seed_from, warm_state
-from merging_core.adaptive.loop import ShouldStop, TrainConfig, merged_result, train_coefficients
+from merging_core.adaptive.loop import (
+    PRECISIONS,
+    ShouldStop,
+    TrainConfig,
+    merged_result,
+    train_coefficients,
+)
 from merging_core.methods.registry import Param, register_method
 from merging_core.preference import normalise_preference
 from merging_core.results import MergeResult, Progress
@@ -58,6 +64,7 @@ def run_adamerging(
     lr: float,
     batch_size: int,
     entropy_scale: float,
+    precision: str = "float32",
     generator: torch.Generator | None = None,
     warm_start: Any = None,
     should_stop: ShouldStop | None = None,
@@ -84,7 +91,7 @@ def run_adamerging(
     config = TrainConfig(
         steps=int(steps or spec["steps"]), lr=lr, batch_size=int(batch_size),
         batches_per_step=spec["batches_per_step"], optimizer=spec["optimizer"],
-        entropy_scale=scale,
+        entropy_scale=scale, precision=precision,
     )  # fmt: skip
     trace = train_coefficients(
         task_data, list(adapter_set.names), banks, coeffs, objective, config=config,
@@ -126,6 +133,8 @@ ADA_PARAMS = (
           help="Scale inside the entropy objective: softmax(s · z), z the un-scaled logits; 0 = "
                "the heads' own logits (default, as AdaMerging's own recipe). Evaluation is never "
                "affected."),
+    Param("precision", "choice", "float32", choices=PRECISIONS,
+          help="Forward precision while learning (bfloat16 autocast is faster on CPU)."),
 )  # fmt: skip
 
 

@@ -29,9 +29,8 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.methods._shared import adapter_weights, check_choice
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import check_choice
 from merging_core.results import (
     MergedModule,
     MergeResult,

@@ -12,9 +12,9 @@ the order in which modules are visited, and the global TIES trim can re-form the
 deltas in each of its passes. ``drop_rate = 0`` draws nothing and equals TA / TIES exactly.
 
 Conventions versus other implementations (methods.md §5): DARE-TIES here is DARE followed by
-the full TIES of :mod:`merging_core.methods.ties`; ``density = 1`` (the default) skips the trim,
-as PEFT's and mergekit's ``dare_ties`` and KnOTS's configs do, and ``density = 0.2`` gives
-MergeLM's variant. The rescale is 1/(1-p) (not mergekit's L1-norm matching).
+the full TIES of :mod:`merging_core.methods.ties` (the same shared engine); ``density = 1`` (the
+default) skips the trim, as PEFT's and mergekit's ``dare_ties`` and KnOTS's configs do, and
+``density = 0.2`` gives MergeLM's variant. The rescale is 1/(1-p) (not mergekit's L1-norm matching).
 
 Reference: https://arxiv.org/abs/2311.03099
 """
@@ -27,69 +27,26 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.sparsify import SignMethod, drop_and_rescale
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import (
+from merging_core.methods._shared import (
+    DROP_RATE,
     SCALING,
     SIGN_METHOD,
     THRESHOLD,
     WEIGHTS,
-    TaskTensor,
+    SignMethod,
+    adapter_weights,
     check_choice,
     dense_result,
+    dropped_tensors,
     linear_delta,
+    mask_seeds,
     ties_merge_parts,
+    weighted_sum_parts,
 )
-from merging_core.results import MergeResult, Progress, report_progress
+from merging_core.methods.registry import Param, register_method
+from merging_core.results import MergeResult, Progress
 
 VARIANTS = ("linear", "ties")
-DROP_RATE = Param(
-    "drop_rate",
-    "float",
-    0.9,
-    low=0.0,
-    high=0.99,
-    step=0.01,
-    help="p: probability of dropping each entry (0.9 typical for LLM deltas; KnOTS used 0.1–0.2).",
-)
-
-
-def mask_seeds(
-    generator: torch.Generator | None, num_parts: int, num_tasks: int
-) -> list[list[int]]:
-    """One seed per (part, task), ``num_parts × num_tasks``, drawn from ``generator``."""
-    seeds = torch.randint(0, 2**62, (num_parts, num_tasks), generator=generator)
-    return seeds.tolist()
-
-
-def dropped_tensors(
-    task_tensor: TaskTensor, seeds: list[list[int]], drop_rate: float
-) -> TaskTensor:
-    """Wrap ``task_tensor`` so each (part, task) tensor is dropped-and-rescaled reproducibly."""
-
-    def dropped(i: int, t: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seeds[i][t])
-        return drop_and_rescale(task_tensor(i, t), drop_rate=drop_rate, generator=gen)
-
-    return dropped
-
-
-def weighted_sum_parts(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    weights: Sequence[float],
-    scaling: float,
-    progress: Progress | None = None,
-) -> list[torch.Tensor]:
-    """``λ Σ_t w_t τ_t`` for every part (Task Arithmetic on served tensors)."""
-    merged = []
-    for i in range(num_parts):
-        total = sum(w * task_tensor(i, t) for t, w in enumerate(weights))
-        merged.append(scaling * total)
-        report_progress(progress, (i + 1) / num_parts, f"summing part {i + 1}/{num_parts}")
-    return merged
 
 
 @register_method(

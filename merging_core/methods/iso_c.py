@@ -34,8 +34,8 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
+from merging_core.methods._shared import drop_below, noise_floor, polar_factor, sum_svd
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.tsv_m import drop_below, noise_floor, polar_factor, sum_svd
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -191,6 +191,7 @@ def _to_module(
     tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url=PAPER_URL,
     space="factors",
+    tags=("tradeoff-baseline",),
     params=(MODE, SCALING),
 )
 def iso_c(

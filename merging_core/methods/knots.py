@@ -35,16 +35,19 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import svd_of_concat
-from merging_core.methods.dare import DROP_RATE, dropped_tensors, mask_seeds, weighted_sum_parts
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.methods.ties import (
+from merging_core.methods._shared import (
+    DROP_RATE,
     SCALING,
     WEIGHTS,
+    adapter_weights,
     check_choice,
+    dropped_tensors,
+    mask_seeds,
     scaled_progress,
     ties_merge_parts,
+    weighted_sum_parts,
 )
+from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -120,6 +123,7 @@ def merge_blocks(
     pretty_name="KnOTS",
     reference_url="https://arxiv.org/abs/2410.19735",
     space="factors",
+    tags=("tradeoff-baseline",),
     params=(
         Param(
             "variant",

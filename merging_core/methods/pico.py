@@ -120,6 +120,7 @@ def _base_params(base: str, ties_density: float) -> dict[str, Any]:
     pretty_name="Pico (B-space calibration)",
     reference_url="https://arxiv.org/abs/2604.16826",
     space="factors",
+    tags=("tradeoff-baseline",),
     params=(
         Param(
             "base",

@@ -8,11 +8,16 @@ with :func:`register_method`; :func:`run_method` is the one place that validates
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import torch
+
+from merging_core.results import MergeResult
 
 Space = Literal["factors", "delta"]
 ParamKind = Literal["float", "int", "bool", "choice", "weights"]
@@ -239,10 +244,6 @@ def run_method(
         KeyError: unknown method. ValueError: bad parameters, or a data-driven method without
             ``task_data``. TypeError: the method returned something else than a ``MergeResult``.
     """
-    import dataclasses
-
-    import torch
-
     info = get_method(name)
     checked = info.validate_params(dict(params or {}))
     if info.needs_data and task_data is None:
@@ -257,7 +258,7 @@ def run_method(
         kwargs.update(task_data=task_data, warm_start=warm_start, should_stop=should_stop,
                       device=device, cache=cache)  # fmt: skip
     result = info.fn(adapter_set, **kwargs)
-    if type(result).__name__ != "MergeResult":
+    if not isinstance(result, MergeResult):
         raise TypeError(f"method {name!r} returned {type(result).__name__}, not MergeResult")
     return dataclasses.replace(
         result, method=info.name, params=checked, adapter_names=tuple(adapter_set.names),

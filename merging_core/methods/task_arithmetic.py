@@ -15,6 +15,7 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import stack_factors
+from merging_core.methods._shared import adapter_weights
 from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,
@@ -23,15 +24,6 @@ from merging_core.results import (
     each_module,
     result_from_modules,
 )
-
-
-def adapter_weights(weights: Sequence[float] | None, count: int) -> list[float]:
-    """Per-adapter weights, all ones when None; ``ValueError`` if the length is wrong."""
-    if weights is None:
-        return [1.0] * count
-    if len(weights) != count:
-        raise ValueError(f"weights has {len(weights)} entries but there are {count} adapters")
-    return [float(w) for w in weights]
 
 
 @register_method(

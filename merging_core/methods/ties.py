@@ -4,7 +4,7 @@ Space: ΔW, element-wise. Each task's ΔW_t = B_t A_t ``(d_out, d_in)`` is forme
 time (no low-rank shortcut exists, methods.md L5) and the result is a dense ``MergedModule``.
 Because only ΔW_t is read, the answer is the same for (B·M, M⁻¹·A) as for (B, A).
 
-Steps (:mod:`merging_core.methods.sparsify`):
+Steps (:mod:`merging_core.methods._shared`):
     1. trim: keep the top ``density`` fraction of each task's magnitudes, either over *all* of
        the task's coordinates (``threshold="global"``, the official notebook) or per module
        (``"per_tensor"``, PEFT and mergekit);
@@ -13,7 +13,7 @@ Steps (:mod:`merging_core.methods.sparsify`):
 
 Memory and cost. The streaming engine :func:`ties_merge_parts` holds the ``T`` tensors of one
 module at a time (``T · d_out · d_in`` floats) plus the dense outputs. The global threshold costs
-two extra passes per task (an exact radix select, :func:`sparsify.magnitude_threshold`), so every
+two extra passes per task (an exact radix select, :func:`_shared.magnitude_threshold`), so every
 ΔW_t is formed three times instead of being kept: time traded for ``T×`` less memory.
 
 Conventions versus other implementations:
@@ -31,177 +31,24 @@ Reference: https://arxiv.org/abs/2306.01708
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from merging_core.adapters import AdapterSet, LoraModule
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.sparsify import (
+from merging_core.adapters import AdapterSet
+from merging_core.methods._shared import (
+    SCALING,
+    SIGN_METHOD,
+    THRESHOLD,
+    WEIGHTS,
     SignMethod,
-    check_density,
-    disjoint_mean,
-    elect_sign,
-    magnitude_threshold,
-    trim_by_magnitude,
+    adapter_weights,
+    dense_result,
+    linear_delta,
+    ties_merge_parts,
 )
-from merging_core.methods.task_arithmetic import adapter_weights
-from merging_core.results import (
-    MergedModule,
-    MergeResult,
-    Progress,
-    report_progress,
-    result_from_modules,
-)
-
-TaskTensor = Callable[[int, int], torch.Tensor]  # (part index, task index) -> tensor
-THRESHOLDS = ("global", "per_tensor")
-SIGN_METHODS = ("total", "frequency")
-TIE_RULES = {"total": "majority", "frequency": "positive"}  # official / PEFT, see above
-
-SCALING = Param(
-    "scaling",
-    "float",
-    1.0,
-    low=-2.0,
-    high=4.0,
-    step=0.05,
-    help="λ applied to the merged update (the TIES paper searches 0.8–2.5).",
-)
-WEIGHTS = Param(
-    "weights",
-    "weights",
-    None,
-    low=-4.0,
-    high=4.0,
-    help="Optional per-adapter weights w_t, applied after the sign election (default: all 1).",
-)
-THRESHOLD = Param(
-    "threshold",
-    "choice",
-    "global",
-    choices=THRESHOLDS,
-    help="Trim over all of a task's modules at once (official) or module by module (PEFT).",
-)
-SIGN_METHOD = Param(
-    "sign_method",
-    "choice",
-    "total",
-    choices=SIGN_METHODS,
-    help="Elect the sign of the summed values (official 'mass') or of the summed signs.",
-)
-
-
-def linear_delta(module: LoraModule) -> torch.Tensor:
-    """ΔW in the linear layout: ``(d_out, r) @ (r, d_in) -> (d_out, d_in)``, float32."""
-    return module.B.float() @ module.A.float()
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def scaled_progress(progress: Progress | None, start: float, end: float) -> Progress | None:
-    """A callback that maps a phase's ``[0, 1]`` onto ``[start, end]`` of ``progress``."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + (end - start) * fraction, message)
-
-
-def task_thresholds(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    num_tasks: int,
-    density: float,
-    progress: Progress | None = None,
-) -> list[float]:
-    """Per task, the exact global trim threshold over all of its parts (two streaming passes)."""
-
-    def chunks(t: int) -> Callable[[], Any]:
-        return lambda: (task_tensor(i, t) for i in range(num_parts))
-
-    thresholds = []
-    for t in range(num_tasks):
-        thresholds.append(magnitude_threshold(chunks(t), density=density))
-        report_progress(progress, (t + 1) / num_tasks, f"trim threshold of task {t + 1}")
-    return thresholds
-
-
-def ties_merge_parts(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    num_tasks: int,
-    density: float,
-    threshold: str = "global",
-    sign_method: SignMethod = "total",
-    weights: Sequence[float] | None = None,
-    scaling: float = 1.0,
-    progress: Progress | None = None,
-) -> tuple[list[torch.Tensor], list[float] | None]:
-    """TIES over tensors served one part at a time (modules of ΔW, or KnOTS blocks).
-
-    Args:
-        task_tensor: ``(part, task) -> tensor``; deterministic (global trims call it 3 times).
-        num_parts: number of parts (modules). num_tasks: ``T``.
-        density: kept fraction per task, (0, 1]. threshold: ``"global"`` or ``"per_tensor"``.
-        sign_method: ``"total"`` or ``"frequency"``. weights: ``T`` weights or None.
-        scaling: λ. progress: optional ``callback(fraction, message)``.
-
-    Returns:
-        The merged tensor of every part (each shaped like its inputs), and the per-task global
-        thresholds (None for per-tensor trims or when density is 1, which trims nothing).
-    """
-    check_density(density)
-    check_choice("threshold", threshold, THRESHOLDS)
-    check_choice("sign_method", sign_method, SIGN_METHODS)
-    thresholds, merge_phase = None, progress
-    if threshold == "global" and density < 1.0:
-        # the two threshold passes form every tensor twice, the merge pass once
-        thresholds = task_thresholds(
-            task_tensor,
-            num_parts=num_parts,
-            num_tasks=num_tasks,
-            density=density,
-            progress=scaled_progress(progress, 0.0, 2 / 3),
-        )
-        merge_phase = scaled_progress(progress, 2 / 3, 1.0)
-    merged = []
-    for i in range(num_parts):
-        trimmed = [
-            trim_by_magnitude(
-                task_tensor(i, t),
-                density=density,
-                threshold=None if thresholds is None else thresholds[t],
-            )
-            for t in range(num_tasks)
-        ]  # T tensors of this part only
-        sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
-        merged.append(scaling * disjoint_mean(trimmed, sign, weights=weights))
-        report_progress(merge_phase, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
-    return merged, thresholds
-
-
-def dense_result(
-    adapter_set: AdapterSet,
-    merged: Sequence[torch.Tensor],
-    thresholds: list[float] | None,
-) -> MergeResult:
-    """Wrap per-module dense ΔW (linear layout, module order) as a ``MergeResult``."""
-    modules = {
-        name: MergedModule.from_dense(adapter_set.factors(name)[0], dw)
-        for name, dw in zip(adapter_set.modules, merged, strict=True)
-    }
-    nonzero = sum(int(torch.count_nonzero(dw)) for dw in merged)
-    diagnostics = {
-        "nonzero_fraction": nonzero / max(sum(dw.numel() for dw in merged), 1),
-        "trim_thresholds": thresholds,
-    }
-    return result_from_modules(adapter_set, modules, diagnostics=diagnostics)
+from merging_core.methods.registry import Param, register_method
+from merging_core.results import MergeResult, Progress
 
 
 @register_method(
@@ -210,6 +57,7 @@ def dense_result(
     tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url="https://arxiv.org/abs/2306.01708",
     space="delta",
+    tags=("tradeoff-baseline",),
     params=(
         Param(
             "density",

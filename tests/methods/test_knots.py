@@ -112,7 +112,8 @@ def test_exact_factors_within_rank_bound(tiny_set, variant):
         mod = res.modules[name]
         assert mod.is_factored
         assert mod.factors.rank <= min(4 + 3 + 4, min(mod.factors.d_out, 12 * 3))
-        assert mod.rank_bound() == res.diagnostics["shared_rank"][name]
+        assert mod.factors.rank == res.diagnostics["shared_rank"][name]
+        assert mod.rank_bound() <= mod.factors.rank  # the numerical rank, as an export writes
 
 
 def test_w_and_minus_w_cancel_with_ta(pair_set, twin_of, negate):

@@ -61,6 +61,14 @@ def test_the_library_registers_methods():
     assert {"task_arithmetic", "ties", "dare", "cat", "knots"} <= {m.name for m in METHODS}
 
 
+def test_tradeoff_baselines_are_tagged_and_data_free():
+    """Two-task trade-off plots draw every method tagged "tradeoff-baseline" at its defaults."""
+    tagged = [m for m in METHODS if "tradeoff-baseline" in m.tags]
+    expected = {"ties", "knots", "iso_c", "tsv_m", "pico", "lora_lego"}
+    assert expected <= {m.name for m in tagged}
+    assert not [m.name for m in tagged if m.needs_data]
+
+
 def test_every_module_that_registers_a_method_is_imported():
     folder = Path(methods_pkg.__file__).parent
     registered = {m.fn.__module__.rsplit(".", 1)[-1] for m in METHODS}

@@ -229,3 +229,16 @@ def test_adamerging_warm_start(toy_adapters, toy_context):
     with pytest.raises(ValueError, match="lambda"):
         merge(toy_adapters, "adamerging_layer", should_stop=never_step, warm_start=other.state,
               **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["tara_b", "adamerging_layer"])
+def test_bfloat16_autocast_stays_close_to_float32(toy_adapters, toy_context, method):
+    kw = dict(task_data=toy_context, steps=10, lr=0.05, seed=1)
+    f32 = merge(toy_adapters, method, **kw)
+    bf16 = merge(toy_adapters, method, precision="bfloat16", **kw)
+    assert bf16.params["precision"] == "bfloat16"
+    for key in f32.state:
+        torch.testing.assert_close(bf16.state[key], f32.state[key], atol=2e-2, rtol=0)
+    assert any(not torch.equal(bf16.state[k], f32.state[k]) for k in f32.state)  # it did run bf16
+    with pytest.raises(ValueError, match="precision"):
+        merge(toy_adapters, method, precision="float16", **kw)
