@@ -188,10 +188,9 @@ def _to_module(
 @register_method(
     name="iso_c",
     pretty_name="Iso-C (isotropic merge)",
-    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
+    tags=("deterministic", "tradeoff-baseline"),  # deterministic: the app hides the seed
     reference_url=PAPER_URL,
     space="factors",
-    tags=("tradeoff-baseline",),
     params=(MODE, SCALING),
 )
 def iso_c(
