@@ -36,7 +36,7 @@ COVERAGE_COLUMNS = {
 def analysis(adapter_set: AdapterSet, set_key: str, *, sign_conflicts: bool) -> Any:
     """The geometry report of ``adapter_set`` (cached per session under a progress bar)."""
     analyse = feature_attr("geometry", "analyse_geometry")
-    report, done = progress_bar("Analysing geometry:")
+    report, done = progress_bar("Analysing geometry:", show_message=False)
     try:
         return remember(
             "geometry",

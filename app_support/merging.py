@@ -47,7 +47,7 @@ def run_with_progress(
     if opened is not None:
         return opened
     info = get_method(method)
-    report, done = progress_bar(f"{info.pretty_name} on {device_label()}:")
+    report, done = progress_bar(f"{info.pretty_name} on {device_label()}:", show_message=False)
     key = (set_key, method, params_key(params), int(seed))
     try:
         return remember(
