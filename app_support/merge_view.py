@@ -84,9 +84,9 @@ def draw_headline(scores: Scores, tasks: int) -> None:
     cols[0].metric("This merge · average", f"{m:.1f} %", delta=f"{m - ta:+.1f} pts vs TA",
                    help="Mean normalised accuracy over the tasks, test split "
                         "(100 % = each task's own adapter).")  # fmt: skip
-    cols[1].metric(f"Task Arithmetic, best λ = {scores.ta_lambda:g}", f"{ta:.1f} %",
+    cols[1].metric(f"TA, best λ = {scores.ta_lambda:g}", f"{ta:.1f} %",
                    delta=f"{ta - zs:+.1f} pts vs zero-shot", delta_color="off",
-                   help="λ chosen on the validation split among "
+                   help="Task Arithmetic with λ chosen on the validation split among "
                         "0.1 … 1.0; scored on the test split.")  # fmt: skip
     cols[2].metric("Zero-shot base model", f"{zs:.1f} %", delta=f"{m - zs:+.1f} pts (this merge)",
                    help="The base model with each task's zero-shot head, no adapter.")  # fmt: skip

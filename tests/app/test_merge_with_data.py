@@ -43,7 +43,7 @@ def test_data_free_merge_has_a_headline_against_best_ta_and_zero_shot(bundle_pag
     assert fig["data"][0]["texttemplate"] == "%{y:.1f}"  # bars carry their numbers
     labels = [m.label for m in at.metric]
     assert labels[0] == "This merge · average" and labels[2] == "Zero-shot base model"
-    assert labels[1].startswith("Task Arithmetic, best λ = ")
+    assert labels[1].startswith("TA, best λ = ")
     merged, ta = (sum(t["y"]) / len(t["y"]) for t in fig["data"][:2])
     assert at.metric[0].value == f"{merged:.1f} %"
     assert at.metric[0].delta == f"{merged - ta:+.1f} pts vs TA"

@@ -56,7 +56,7 @@ def test_merge_headline_says_whether_the_merge_helped(tabs, shots):
     tab.get_by_text("This merge · average").first.wait_for(timeout=300_000)
     settle(tab)
     body = tab.inner_text("body")
-    assert re.search(r"Task Arithmetic, best λ = [\d.]+", body)  # TA at its validation-best λ
+    assert re.search(r"TA, best λ = [\d.]+", body)  # TA at its validation-best λ
     assert "Zero-shot base model" in body and "pts vs TA" in body
     assert re.search(r"On the test split \(\d+ tasks\) this merge keeps on average", body)
     bars = figure(tab, "Per-task normalised accuracy, test split")
