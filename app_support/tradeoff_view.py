@@ -138,6 +138,7 @@ def merge_settings(point: Any) -> tuple[str, dict[str, Any], int]:
 def point_names(points: Sequence[Any]) -> list[str]:
     """Readable names for a point picker: ``"TARA-B t=0.30 (82.1 %, 77.4 %)"``."""
     return [
-        f"{method_label(p.method)} {p.label} ({p.scores[0]:.1f} %, {p.scores[1]:.1f} %)"
+        f"{method_label(p.method)} {p.label} "
+        f"({p.scores[0]:.1f} %, {p.scores[1]:.1f} %)"
         for p in points
     ]

@@ -93,10 +93,7 @@ def test_layout_and_click_mapping():
     assert lay.baselines == {"TIES": (60.0, 60.0)}
     fig = tv.chart(pts, ("a", "b"), [0, 1, 2])
     assert [t.name for t in fig.data] == [
-        tv.method_label("tara_b"),
-        tv.TA_CURVE,
-        "Pareto front",
-        "TIES",
+        tv.method_label("tara_b"), tv.TA_CURVE, "Pareto front", "TIES"
     ]
     click = {"points": [{"curve_number": 0, "point_index": 1}]}
     assert tv.clicked_point(pts, [0, 1, 2], click) is pts[0]
@@ -114,7 +111,5 @@ def test_merge_settings_are_the_points_own():
         params={"variant": "tara_repo", "rho": [0.5, 0.5], "steps": 7}, seed=3,
     )  # fmt: skip
     assert tv.merge_settings(p) == (
-        "adamerging_layer",
-        {"variant": "tara_repo", "rho": [0.5, 0.5], "steps": 7},
-        3,
+        "adamerging_layer", {"variant": "tara_repo", "rho": [0.5, 0.5], "steps": 7}, 3
     )
