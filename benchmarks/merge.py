@@ -14,14 +14,26 @@ Dense route: Core Space's TIES and DARE-TIES rules act on the R×R cores; their 
 namesakes act on every dense ΔW_t. Those are timed (merge only) on ``--dense-layers`` layers and
 extrapolated; the ratio is dense merge time / core merge time.
 
-Run:  python benchmarks/merge.py [--layers 32] [--peft-layers 2] [--no-peft] [--dense-layers 1]
+TIES and DARE (element-wise) stream: their modules are merged one at a time when the export
+reads them, and large dense modules are exported through a seeded randomized SVD whose error is
+the one reported. ``--isolate`` runs every row in a fresh process and adds its peak RSS (what the
+streaming bounds); ``--svd-check`` compares the randomized rank-k error with the exact dense SVD's
+on one k_proj module of the TIES result.
+
+Run:  python benchmarks/merge.py [--layers 32] [--peft-layers 2] [--no-peft] [--isolate]
+      python benchmarks/merge.py --dense-layers 1
+      python benchmarks/merge.py --only TIES DARE --isolate --no-peft --svd-check
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +64,8 @@ METHODS = (  # (label, method id, params)
     ("Core-TSV", "core_space", {"rule": "tsv"}),
     ("Core-CART", "core_space", {"rule": "cart"}),
     ("LoRA-LEGO", "lora_lego", {}),
+    ("TIES", "ties", {"density": 0.2}),  # element-wise: streamed, randomized-SVD export
+    ("DARE", "dare", {"drop_rate": 0.9}),
 )
 # Element-wise rules also exist on the dense ΔW: (core row, dense label, method id, params).
 # Merge only (a dense result's rank-16 export needs a dense SVD per module), on --dense-layers
@@ -60,6 +74,7 @@ DENSE_ROUTES = (
     ("Core-TIES", "TIES on ΔW", "ties", {"threshold": "per_tensor"}),
     ("Core-DARE-TIES", "DARE-TIES on ΔW", "dare", {"variant": "ties", "drop_rate": 0.3}),
 )
+ELEMENT_WISE = ("TIES", "DARE")
 
 
 def module_path(layer: int, proj: str) -> str:
@@ -194,7 +209,14 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", default=None, help="method labels to run (default all)"
     )
+    parser.add_argument(
+        "--isolate", action="store_true", help="each row in a fresh process, with its peak RSS"
+    )
+    parser.add_argument("--svd-check", action="store_true", help="randomized vs exact SVD error")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: JSON path
     args = parser.parse_args()
+    if args.child:
+        return run_child(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
@@ -213,6 +235,9 @@ def main() -> None:
         for label, method, params in METHODS:
             if args.only is not None and label not in args.only:
                 continue
+            if args.isolate and method in registered:
+                rows.append((label, isolated_row(label, args, Path(tmp)), ""))
+                continue
             if method not in registered:
                 rows.append((label, None, f"skipped: method {method!r} is not registered"))
                 continue
@@ -228,6 +253,59 @@ def main() -> None:
         print_dense_routes(rows, args)
 
 
+def isolated_row(label: str, args: argparse.Namespace, tmp: Path) -> dict:
+    """Run one row in a fresh interpreter; its timings plus peak RSS (GiB) of that process."""
+    out = tmp / f"{label}.json"
+    cmd = [sys.executable, __file__, "--child", str(out), "--only", label]
+    cmd += ["--layers", str(args.layers), "--tasks", str(args.tasks), "--rank", str(args.rank)]
+    cmd += ["--export-rank", str(args.export_rank)] + (["--svd-check"] if args.svd_check else [])
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    subprocess.run(cmd, check=True)
+    row = json.loads(out.read_text())
+    row["path"] = None
+    return row
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """``--child``: one method, timings + peak RSS as JSON (adapters are generated first and
+    count towards the RSS: 6 × 8B-shaped r=16 adapters are ~312 MiB)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    (label, method, params) = next(m for m in METHODS if m[0] == args.only[0])
+    aset = synthetic_adapters(tasks=args.tasks, rank=args.rank, layers=args.layers)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        row = time_ours(aset, method, params, args.export_rank, Path(tmp))
+        check = svd_check(row["result"], args.export_rank) if args.svd_check else None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    row = {k: v for k, v in row.items() if k not in ("result", "path")}
+    row.update(rss_gib=peak, inputs_rss_gib=base, svd_check=check)
+    Path(args.child).write_text(json.dumps(row))
+
+
+def svd_check(result, rank: int) -> dict:
+    """Rank-``rank`` relative error of one k_proj module: randomized export route vs exact SVD."""
+    from merging_core.export import spectrum, truncation_stats
+
+    name = next(n for n in result.modules if n.endswith("k_proj"))
+    module = result.modules[name]
+    t0 = time.process_time()
+    spec = spectrum(module, rank=rank)
+    fast = truncation_stats(spec.S, rank, residual=spec.residual)[2]
+    t1 = time.process_time()
+    exact = torch.linalg.svdvals(module.linear_delta())
+    best = truncation_stats(exact.double(), rank)[2]
+    t2 = time.process_time()
+    return {
+        "module": name,
+        "randomized": fast,
+        "exact": best,
+        "cpu_fast": t1 - t0,
+        "cpu_exact": t2 - t1,
+    }
+
+
 def run_peft(aset: AdapterSet, args: argparse.Namespace, rows: list) -> dict | None:
     try:
         import peft  # noqa: F401
@@ -236,7 +314,7 @@ def run_peft(aset: AdapterSet, args: argparse.Namespace, rows: list) -> dict | N
         return None
     wall, cpu, model = time_peft(aset, args.peft_layers, args.rank, scaling=0.4)
     ta = next((r for label, r, _ in rows if label == "TA" and r is not None), None)
-    diff = peft_vs_ours(model, ta["path"], args.peft_layers) if ta else float("nan")
+    diff = peft_vs_ours(model, ta["path"], args.peft_layers) if ta and ta["path"] else float("nan")
     per = args.layers / args.peft_layers
     return {"wall": wall, "cpu": cpu, "wall32": wall * per, "cpu32": cpu * per, "diff": diff}
 
@@ -244,6 +322,8 @@ def run_peft(aset: AdapterSet, args: argparse.Namespace, rows: list) -> dict | N
 def print_table(rows: list, peft: dict | None, args: argparse.Namespace) -> None:
     head = f"{'method':<18}{'merge s':>9}{'export s':>10}{'total s':>9}{'CPU s':>8}"
     head += f"{'export CPU s':>14}{'max err':>11}"
+    isolated = any(r is not None and "rss_gib" in r for _, r, _ in rows)
+    head += f"{'peak RSS GiB':>14}" if isolated else ""
     head += f"{'PEFT/ours wall':>16}{'PEFT/ours CPU':>15}" if peft else ""
     print(head)
     print("-" * len(head))
@@ -255,9 +335,12 @@ def print_table(rows: list, peft: dict | None, args: argparse.Namespace) -> None
             f"{label:<18}{r['merge']:>9.2f}{r['export']:>10.2f}{r['total']:>9.2f}"
             f"{r['cpu']:>8.2f}{r['export_cpu']:>14.2f}{r['max_err']:>11.3e}"
         )
+        if isolated:
+            line += f"{r['rss_gib']:>14.2f}"
         if peft:
             line += f"{peft['wall32'] / r['total']:>15.0f}x{peft['cpu32'] / r['cpu']:>14.0f}x"
         print(line)
+    print_checks(rows)
     if peft:
         print(
             f"\nPEFT add_weighted_adapter(combination_type='svd'): measured on "
@@ -294,6 +377,22 @@ def print_dense_routes(rows: list, args: argparse.Namespace) -> None:
         print(
             f"{label:<18}{wall:>9.1f}{cpu:>8.1f}{core_label:>16}{ratio:>16.0f}x{cpu_ratio:>15.0f}x"
         )
+
+
+def print_checks(rows: list) -> None:
+    """Notes for isolated / element-wise rows: RSS of the inputs alone, randomized-SVD error."""
+    for label, r, _ in rows:
+        if r is None or "rss_gib" not in r:
+            continue
+        note = f"{label}: peak RSS {r['rss_gib']:.2f} GiB (inputs alone {r['inputs_rss_gib']:.2f})"
+        check = r.get("svd_check")
+        if check:
+            note += (
+                f"; rank-k error on {check['module']}: randomized {check['randomized']:.4f} "
+                f"({check['cpu_fast']:.2f} CPU s) vs exact SVD {check['exact']:.4f} "
+                f"({check['cpu_exact']:.1f} CPU s)"
+            )
+        print(note)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 Space: ΔW. Each merged module is truncated by its own SVD (Eckart–Young), so the exported
 adapter is the best rank-``k`` approximation of the merged update and the answer does not depend
 on how the factors were written (``(B·M, M⁻¹·A)`` exports like ``(B, A)``). Factored results
-take the exact factor-space SVD (float32 QR of both factors, float64 SVD of the small core,
-never an ``m × n`` matrix); dense results (element-wise methods such as TIES, DARE) take a
-float32 dense SVD, one module at a time. Scale is folded into ``B`` (``lora_alpha = r``, runtime
-scaling 1), and both factors carry ``sqrt(σ)`` (balanced), which keeps half-precision casts
-well conditioned.
+take the exact factor-space SVD (float64 Gram/Cholesky or float32 QR of both factors, float64 SVD
+of the small core, never an ``m × n`` matrix); dense results (element-wise methods such as TIES,
+DARE) are formed one module at a time (lazy modules are computed here and released) and take a
+float32 dense SVD when small, or a seeded randomized low-rank SVD when large, whose retained
+energy and error are exact for what is written (see :func:`spectrum`). Scale is folded into
+``B`` (``lora_alpha = r``, runtime scaling 1), and both factors carry ``sqrt(σ)`` (balanced),
+which keeps half-precision casts well conditioned.
 
 Also here: :func:`merge_diagnostics`, the per-module rank / norm / retained-energy table of a
 result at a given rank (what the export will keep), for views that show it before exporting.
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from merging_core.adapters import LoraModule
+from merging_core.factors import gram_factor
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -37,6 +40,14 @@ DENSE_RANK_CAP = 64
 """Rank used for *dense* merged modules when ``rank=None``: element-wise merges (TIES, DARE) are
 full rank, and an "exact" export of a 4096 × 4096 update would be a full dense matrix in
 disguise. 64 keeps a LLaMA-size module at ~3 % of its dense size; the report says what it cost."""
+
+DENSE_EXACT_MAX = 512
+"""Dense results with ``min(m, n)`` up to this take the exact dense SVD; larger ones (LLM
+modules: a 4096² SVD takes ~30 s) the randomized route of :func:`randomized_spectrum`."""
+
+SKETCH_OVERSAMPLE = 20
+SKETCH_POWER_ITERS = 3
+SKETCH_SEED = 0
 
 @dataclass(frozen=True)
 class ModuleExport:
@@ -106,11 +117,15 @@ class Spectrum:
     """Singular values of one merged ΔW (linear layout) and lazy access to its top vectors.
 
     ``U = left_basis @ left_rot`` ``(m, K)`` and ``V = right_basis @ right_rot`` ``(n, K)``; for
-    factored modules the bases are the QR factors and the rotations the core's singular
-    vectors, so only the kept columns are ever multiplied out. Dense modules have no rotation.
+    factored modules the bases are the factors (or their QR factors) and the rotations map them
+    onto the core's singular vectors, so only the kept columns are ever multiplied out. A
+    missing rotation means the identity.
 
     Attributes:
         S: ``(K,)`` float64, descending.
+        residual: ``‖ΔW‖_F² − Σ S²``, the energy outside ``S`` (0 unless the randomized route
+            saw only a sketch; then it is exact, from the dense norm).
+        resolved: ``S`` holds every singular value (False for a randomized sketch).
     """
 
     S: torch.Tensor
@@ -118,30 +133,91 @@ class Spectrum:
     right_basis: torch.Tensor
     left_rot: torch.Tensor | None = None
     right_rot: torch.Tensor | None = None
+    residual: float = 0.0
+    resolved: bool = True
 
     def top(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``U_k (m, k)``, ``V_k (n, k)`` float32."""
-        if self.left_rot is None or self.right_rot is None:
-            return self.left_basis[:, :k], self.right_basis[:, :k]
-        U = self.left_basis @ self.left_rot[:, :k]  # (m, p) @ (p, k) -> (m, k)
-        V = self.right_basis @ self.right_rot[:, :k]  # (n, q) @ (q, k) -> (n, k)
+        U, V = self.left_basis[:, :k], self.right_basis[:, :k]
+        if self.left_rot is not None:
+            U = self.left_basis @ self.left_rot[:, :k]  # (m, p) @ (p, k) -> (m, k)
+        if self.right_rot is not None:
+            V = self.right_basis @ self.right_rot[:, :k]  # (n, q) @ (q, k) -> (n, k)
         return U, V
 
 
-def spectrum(merged: MergedModule) -> Spectrum:
+def spectrum(merged: MergedModule, *, rank: int | None = None) -> Spectrum:
     """SVD of a merged module, zeros kept.
 
-    Factored ``B (m, r)``, ``A (r, n)``: float32 QR of ``B`` and ``Aᵀ``, float64 SVD of the
-    ``(p, q)`` core ``R_B R_Aᵀ`` (``p = min(m, r)``, ``q = min(n, r)``); never ``m × n``.
-    Dense: float32 ``torch.linalg.svd`` of the ``(m, n)`` ΔW.
+    Factored ``B (m, r)``, ``A (r, n)``: the ``r × r`` core ``R_B R_Aᵀ`` (float64 SVD) of
+    ``B = Q_B R_B``, ``Aᵀ = Q_A R_A``; ``R`` from the Cholesky factor of the float64 Gram when
+    both factors are well conditioned (:data:`merging_core.factors.GRAM_MAX_COND`; the bases
+    ``Q = B R⁻¹`` are then applied lazily to the kept columns only), else float32 Householder QR.
+    Never ``m × n``.
+
+    Dense (computed now if lazy), ``min(m, n) ≤ DENSE_EXACT_MAX``: float32 ``torch.linalg.svd``.
+    Larger: a randomized range finder (:func:`randomized_spectrum`) of width
+    ``rank (or DENSE_RANK_CAP) + SKETCH_OVERSAMPLE``: only the top singular triplets are found,
+    and :attr:`Spectrum.residual` carries the exact energy left outside them, so the retained
+    energy and error of the written rank-``k`` factors are exact (they are ``P ΔW`` for an
+    orthogonal projector ``P``; the optimal rank-``k`` error can only be smaller).
+
+    Args:
+        merged: the module. rank: the rank the caller will keep (sizes the sketch; dense only).
     """
-    if merged.factors is None:
-        U, S, Vh = torch.linalg.svd(merged.dense.float(), full_matrices=False)
+    if merged.factors is not None:
+        return _factored_spectrum(merged.factors.B, merged.factors.A)
+    dense = merged.linear_delta().float()
+    width = (DENSE_RANK_CAP if rank is None else rank) + SKETCH_OVERSAMPLE
+    if min(dense.shape) <= DENSE_EXACT_MAX or 2 * width >= min(dense.shape):
+        U, S, Vh = torch.linalg.svd(dense, full_matrices=False)
         return Spectrum(S.double(), U, Vh.T)
-    Qb, Rb = torch.linalg.qr(merged.factors.B.float())  # (m, p), (p, r)
-    Qa, Ra = torch.linalg.qr(merged.factors.A.float().T)  # (n, q), (q, r)
+    return randomized_spectrum(dense, width=width)
+
+
+def _factored_spectrum(B: torch.Tensor, A: torch.Tensor) -> Spectrum:
+    """Exact SVD of ``B @ A`` from the ``r × r`` core (Gram route when well conditioned)."""
+    B64, A64 = B.double(), A.double()
+    rb, ra = gram_factor(B64), gram_factor(A64.T)
+    if rb is not None and ra is not None:  # B = (B R_B⁻¹) R_B, Aᵀ = (Aᵀ R_A⁻¹) R_A
+        Uc, S, Vch = torch.linalg.svd(rb @ ra.T, full_matrices=False)
+        left = torch.linalg.solve_triangular(rb, Uc, upper=True)  # R_B⁻¹ Uc (r, r)
+        right = torch.linalg.solve_triangular(ra, Vch.T, upper=True)  # R_A⁻¹ Vc
+        return Spectrum(S, B.float(), A.float().T, left.float(), right.float())
+    Qb, Rb = torch.linalg.qr(B.float())  # (m, p), (p, r)
+    Qa, Ra = torch.linalg.qr(A.float().T)  # (n, q), (q, r)
     Uc, S, Vch = torch.linalg.svd(Rb.double() @ Ra.double().T, full_matrices=False)
     return Spectrum(S, Qb, Qa, Uc.float(), Vch.T.float())
+
+
+def randomized_spectrum(
+    dense: torch.Tensor,
+    *,
+    width: int,
+    power_iters: int = SKETCH_POWER_ITERS,
+    seed: int = SKETCH_SEED,
+) -> Spectrum:
+    """Top-``width`` singular triplets of a dense ``(m, n)`` matrix by a randomized range finder.
+
+    Halko, Martinsson & Tropp (2011), Alg. 4.4: ``Q = orth(W Ω)`` with Gaussian ``Ω (n, width)``,
+    ``power_iters`` re-orthonormalised power iterations ``Q ← orth(W orth(Wᵀ Q))``, then the
+    exact SVD of the small ``Qᵀ W`` ``(width, n)`` in float64. ``Ω`` comes from a generator seeded
+    with ``seed``, so an export is reproducible. Cost ``O((2 power_iters + 2) m n width)``.
+
+    Returns:
+        A :class:`Spectrum` with ``resolved=False`` and ``residual = ‖W‖_F² − Σ S²`` (``≥ 0``).
+    """
+    m, n = dense.shape
+    gen = torch.Generator().manual_seed(seed)
+    omega = torch.randn(n, width, generator=gen)  # (n, width)
+    Q = torch.linalg.qr(dense @ omega).Q  # (m, width)
+    for _ in range(power_iters):
+        Q = torch.linalg.qr(dense.T @ Q).Q  # (n, width)
+        Q = torch.linalg.qr(dense @ Q).Q  # (m, width)
+    Ub, S, Vh = torch.linalg.svd((Q.T @ dense).double(), full_matrices=False)  # (width, n) core
+    total = float(torch.linalg.vector_norm(dense, dtype=torch.float64)) ** 2
+    residual = max(total - float((S**2).sum()), 0.0)
+    return Spectrum(S, Q, Vh.T.float(), Ub.float(), None, residual=residual, resolved=False)
 
 
 def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:
@@ -156,16 +232,19 @@ def choose_rank(exact_rank: int, *, rank: int | None, factored: bool) -> int:
     return max(k, 1)
 
 
-def truncation_stats(S: torch.Tensor, k: int) -> tuple[float, float, float]:
+def truncation_stats(
+    S: torch.Tensor, k: int, *, residual: float = 0.0
+) -> tuple[float, float, float]:
     """``(norm, retained_energy, rel_error)`` of keeping the first ``k`` of ``S`` (float64).
 
+    ``residual`` is energy outside ``S`` (a randomized sketch's unseen tail), counted as lost.
     ``k = 0`` means the update is numerically zero: nothing is lost (retained 1, error 0).
     """
     s2 = S.double() ** 2
-    total = float(s2.sum())
+    total = float(s2.sum()) + residual
     if total == 0.0 or k == 0:
         return total**0.5, 1.0, 0.0
-    tail = float(s2[k:].sum())
+    tail = float(s2[k:].sum()) + residual
     return math.sqrt(total), (total - tail) / total, math.sqrt(tail / total)
 
 
@@ -277,16 +356,29 @@ def _plan_module(
     name: str, merged: MergedModule, rank: int | None, *, keep_factors: bool = False
 ) -> tuple[ModuleExport, LoraModule | None]:
     """One module's SVD, rank choice, statistics and (optionally) balanced rank-k factors."""
-    spec = spectrum(merged)
-    m, n = spec.left_basis.shape[0], spec.right_basis.shape[0]
+    spec = spectrum(merged, rank=rank)
+    m, n = merged.linear_shape
     shape = (n, m) if merged.transposed else (m, n)
-    exact = numerical_rank(merged, spec.S)
+    exact = _exact_rank(merged, spec)
     k = choose_rank(exact, rank=rank, factored=merged.is_factored)
-    norm, retained, error = truncation_stats(spec.S, min(k, exact))
+    norm, retained, error = truncation_stats(spec.S, min(k, exact), residual=spec.residual)
     row = ModuleExport(name, shape, merged.is_factored, exact, k, norm, retained, error)
     if not keep_factors:
         return row, None
     return row, _rank_k_module(spec, k, exact, merged)
+
+
+def _exact_rank(merged: MergedModule, spec: Spectrum) -> int:
+    """:func:`numerical_rank`; for a randomized sketch whose unseen tail is above the float32
+    noise, the rank is not resolved and is reported as full (``min(m, n)``), which is what
+    element-wise merges of LLM-sized modules are."""
+    exact = numerical_rank(merged, spec.S)
+    if spec.resolved or spec.S.numel() == 0:
+        return exact
+    noise = max(merged.linear_shape) * torch.finfo(torch.float32).eps * float(spec.S[0])
+    return (
+        exact if spec.residual <= min(merged.linear_shape) * noise**2 else min(merged.linear_shape)
+    )
 
 
 def _rank_k_module(spec: Spectrum, k: int, exact: int, merged: MergedModule) -> LoraModule:

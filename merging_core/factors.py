@@ -9,6 +9,10 @@ Identities (methods.md §0, L1–L4):
     Σ_t w_t B_t A_t = [w_1 B_1 … w_T B_T] @ [A_1; …; A_T]                      (weighted sum)
     [ΔW_1 | … | ΔW_T] = [B_1 … B_T] @ blkdiag(A_1, …, A_T)                     (concatenation)
     ⟨B_i A_i, B_j A_j⟩_F = tr((B_iᵀ B_j)(A_j A_iᵀ))                              (Gram)
+
+QR routes: Householder (``torch.linalg.qr``) everywhere except :func:`concat_blocks` (KnOTS),
+which by default takes a Gram route (Cholesky of the ``R × R`` Grams, the orthonormal bases never
+formed) when the factors are well conditioned, and Householder otherwise.
 """
 
 from __future__ import annotations
@@ -174,6 +178,137 @@ def svd_of_concat(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor]) -> Con
         )  # (n, k_t) @ (k_t, k) -> (n, k)
         start += width
     return ConcatSVD(U=U, S=S.float(), V_blocks=tuple(blocks))
+
+
+CONCAT_ROUTES = ("gram", "householder")
+GRAM_MAX_COND = 1e4
+"""The Gram route is used only when ``cond(X) = sqrt(λ_max / λ_min)`` of its Gram is below this:
+its basis is orthonormal to about ``eps · cond(X)²`` (≈ 2e-8 at the limit); worse-conditioned or
+rank-deficient factors (duplicate or zero tasks) take the Householder route."""
+
+
+@dataclass(frozen=True)
+class ConcatBlocks:
+    """KnOTS's view of ``[ΔW_1 | … | ΔW_T]``: a shared basis and per-task row blocks.
+
+    Attributes:
+        U: ``(m, k)`` float32, orthonormal columns (the shared left singular vectors).
+        S: ``(k,)`` float32, descending, all above the requested floor.
+        Z: per task ``Z_t = diag(S) V_tᵀ = Uᵀ ΔW_t`` ``(k, n)`` float32, row-major, so that
+            ``ΔW_t = U Z_t`` up to the dropped components.
+        route: ``"gram"`` or ``"householder"``, the route actually taken.
+    """
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Z: tuple[torch.Tensor, ...]
+    route: str
+
+
+def concat_blocks(
+    Bs: Sequence[torch.Tensor],
+    As: Sequence[torch.Tensor],
+    *,
+    floor: float = 0.0,
+    route: str = "gram",
+) -> ConcatBlocks:
+    """SVD of ``[ΔW_1 | … | ΔW_T]`` as a basis ``U`` and blocks ``Z_t`` (methods.md L2).
+
+    Same maths as :func:`svd_of_concat`: ``B_cat = Q_B R_B``, ``A_tᵀ = Q_t R_t``, SVD of the
+    ``R × R`` core ``R_B blkdiag(R_t)ᵀ = Uc diag(S) Vcᵀ`` in float64. Only the ``k`` components with
+    ``S > floor`` are multiplied out, and each block is built directly in row layout.
+
+    * ``route="gram"`` (default): ``R`` from the Cholesky factor of the ``R × R`` Gram matrices, and
+      ``Q`` never formed: ``U = B_cat (R_B⁻¹ Uc_k)`` ``(m, R) @ (R, k)`` and
+      ``Z_t = (diag(S) Vc_tᵀ R_t⁻ᵀ) A_t`` ``(k, r_t) @ (r_t, n)`` — two GEMMs per side instead of
+      Householder QRs. Taken only when every factor has ``cond ≤ GRAM_MAX_COND``; otherwise the
+      Householder route is used (``route`` in the result says which).
+    * ``route="householder"``: ``torch.linalg.qr`` of both sides (the reference).
+
+    The two routes agree to about 1e-7 relative on ``U Z_t`` (float32 outputs; see
+    tests/test_factors.py and benchmarks/merge.py).
+
+    Args:
+        Bs: per task ``(m, r_t)``. As: per task ``(r_t, n)``.
+        floor: drop components with ``S <= floor`` (absolute, compared in float32).
+        route: ``"gram"`` or ``"householder"``.
+
+    Raises:
+        ValueError: inconsistent factors, ``floor < 0`` or an unknown ``route``.
+    """
+    _check_factor_lists(Bs, As)
+    if floor < 0:
+        raise ValueError(f"floor must be >= 0, got {floor}")
+    if route not in CONCAT_ROUTES:
+        raise ValueError(f"route must be one of {list(CONCAT_ROUTES)}, got {route!r}")
+    B_cat = torch.cat([B.to(CORE_DTYPE) for B in Bs], dim=1)  # (m, R)
+    A_ts = [A.to(CORE_DTYPE).T for A in As]  # (n, r_t) views
+    sides = _gram_sides(B_cat, A_ts) if route == "gram" else None
+    taken = "gram" if sides is not None else "householder"
+    if sides is None:
+        sides = _householder_sides(B_cat, A_ts)
+    (xb, rb, gram_b), tasks = sides
+    core = rb @ torch.block_diag(*[r for _, r, _ in tasks]).T  # (R, R)
+    Uc, S, Vch = torch.linalg.svd(core, full_matrices=False)
+    k = int((S.float() > floor).sum())  # S descending: the kept components are a prefix
+    rows = S[:k, None] * Vch[:k]  # (k, R): diag(S) Vcᵀ
+    if gram_b:  # outputs are float32: multiply the float32 factors by the float64-built maps
+        left = torch.linalg.solve_triangular(rb, Uc[:, :k], upper=True)  # R_B⁻¹ Uc_k (R, k)
+        U = torch.cat([B.float() for B in Bs], dim=1) @ left.float()  # (m, R) @ (R, k)
+    else:
+        U = (xb @ Uc[:, :k]).float()  # (m, kb) @ (kb, k) -> (m, k)
+    blocks, start = [], 0
+    for t, (x, r, gram) in enumerate(tasks):
+        part = rows[:, start : start + r.shape[0]]  # (k, r_t)
+        if gram:  # (part R_t⁻ᵀ) A_t = (R_t⁻¹ partᵀ)ᵀ A_t
+            part = torch.linalg.solve_triangular(r, part.T, upper=True).T
+            blocks.append(part.float() @ As[t].float())  # (k, r_t) @ (r_t, n) -> (k, n)
+        else:
+            blocks.append((part @ x.mT).float())  # (k, k_t) @ (k_t, n) -> (k, n)
+        start += r.shape[0]
+    return ConcatBlocks(U=U, S=S[:k].float(), Z=tuple(blocks), route=taken)
+
+
+_Side = tuple[torch.Tensor, torch.Tensor, bool]  # (basis X, R, X is the raw factor)
+
+
+def _gram_sides(B_cat: torch.Tensor, A_ts: list[torch.Tensor]) -> tuple[_Side, list[_Side]] | None:
+    """Cholesky factors of every Gram (``X = (X R⁻¹) R``); None if any factor is ill-conditioned."""
+    rb = gram_factor(B_cat)
+    if rb is None:
+        return None
+    tasks = []
+    for A_t in A_ts:
+        r = gram_factor(A_t)
+        if r is None:
+            return None
+        tasks.append((A_t, r, True))
+    return (B_cat, rb, True), tasks
+
+
+def gram_factor(X: torch.Tensor) -> torch.Tensor | None:
+    """Upper ``R`` with ``Rᵀ R = Xᵀ X`` for a tall ``(m, k)`` X (so ``X R⁻¹`` is orthonormal).
+
+    Use float64. Returns None when ``X`` is wide, rank deficient or ``cond(X) > GRAM_MAX_COND``
+    (the caller then takes a Householder QR).
+    """
+    if X.shape[0] < X.shape[1]:
+        return None
+    gram = X.T @ X  # (k, m) @ (m, k) -> (k, k)
+    lam = torch.linalg.eigvalsh(gram)  # ascending
+    if not float(lam[0]) > 0.0 or float(lam[-1]) > GRAM_MAX_COND**2 * float(lam[0]):
+        return None
+    L, info = torch.linalg.cholesky_ex(gram)
+    return None if int(info) != 0 else L.T
+
+
+def _householder_sides(B_cat: torch.Tensor, A_ts: list[torch.Tensor]) -> tuple[_Side, list[_Side]]:
+    Qb, Rb = torch.linalg.qr(B_cat)  # (m, kb), (kb, R)
+    tasks = []
+    for A_t in A_ts:
+        q, r = torch.linalg.qr(A_t)  # (n, k_t), (k_t, r_t)
+        tasks.append((q, r, False))
+    return (Qb, Rb, False), tasks
 
 
 def inner_product(B1: torch.Tensor, A1: torch.Tensor, B2: torch.Tensor, A2: torch.Tensor) -> float:

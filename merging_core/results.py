@@ -2,14 +2,15 @@
 per-module loop every method shares (a leaf module: methods import it, it imports no method).
 
 A merged module is kept as exact LoRA factors whenever the method's maths allows it (sums,
-concatenations, SVD-based methods) and as a dense ΔW only for element-wise methods (TIES, DARE).
+concatenations, SVD-based methods) and as a dense ΔW only for element-wise methods (TIES, DARE),
+which on large models is computed on demand, one module at a time (``MergedModule.from_compute``).
 All tensors are in the *linear* layout ``(d_out, d_in)``; ``transposed`` restores the base layout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,29 +41,42 @@ def numerical_rank(merged: MergedModule, S: torch.Tensor) -> int:
         floor = B.shape[1] * eps * float(B.double().norm() * A.double().norm())
         tol = EXACT_RTOL * float(S[0]) + floor
     else:
-        tol = max(merged.dense.shape) * eps * float(S[0])
+        tol = max(merged.linear_shape) * eps * float(S[0])
     return int((S > tol).sum())
 
 
 @dataclass(frozen=True)
 class MergedModule:
-    """One module's merged update: exact factors, or a dense ΔW for element-wise methods.
+    """One module's merged update: exact factors, a dense ΔW, or a dense ΔW computed on demand.
+
+    Element-wise methods (TIES, DARE) on large models return *lazy* dense modules: ``compute``
+    rebuilds this module's merged ΔW from the inputs when asked and nothing keeps it, so an
+    export that truncates module by module holds one dense module at a time instead of the
+    whole model (peak memory a few modules). Every accessor below works for all three kinds;
+    ``dense`` itself is only set for stored dense modules.
 
     Attributes:
         factors: ``LoraModule`` with ``B (d_out, k)``, ``A (k, d_in)``; None when dense.
-        dense: ``(d_out, d_in)`` float32 ΔW in the linear layout; None when factored.
+        dense: ``(d_out, d_in)`` float32 ΔW in the linear layout; None when factored or lazy.
         transposed: the base weight's layout is ``(d_in, d_out)`` (see ``LoraModule``).
         kind: ``"linear"`` or ``"embedding"`` (export writes the matching PEFT keys).
+        compute: ``() -> (d_out, d_in)`` float32 ΔW, deterministic (lazy modules only).
+        lazy_shape: ``(d_out, d_in)`` of ``compute``'s result (lazy modules only).
     """
 
     factors: LoraModule | None = None
     dense: torch.Tensor | None = None
     transposed: bool = False
     kind: ModuleKind = "linear"
+    compute: Callable[[], torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    lazy_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        if (self.factors is None) == (self.dense is None):
-            raise ValueError("a MergedModule holds exactly one of factors or dense")
+        kinds = sum(x is not None for x in (self.factors, self.dense, self.compute))
+        if kinds != 1:
+            raise ValueError("a MergedModule holds exactly one of factors, dense or compute")
+        if self.compute is not None and self.lazy_shape is None:
+            raise ValueError("a lazy MergedModule needs lazy_shape (d_out, d_in)")
 
     @classmethod
     def from_factors(cls, like: LoraModule, B: torch.Tensor, A: torch.Tensor) -> MergedModule:
@@ -72,40 +86,73 @@ class MergedModule:
     def from_dense(cls, like: LoraModule, dense: torch.Tensor) -> MergedModule:
         return cls(dense=dense, transposed=like.transposed, kind=like.kind)
 
+    @classmethod
+    def from_compute(cls, like: LoraModule, compute: Callable[[], torch.Tensor]) -> MergedModule:
+        """A lazy dense module: ``compute()`` returns the ``(d_out, d_in)`` ΔW when needed."""
+        shape = (like.d_out, like.d_in)
+        return cls(compute=compute, lazy_shape=shape, transposed=like.transposed, kind=like.kind)
+
     @property
     def is_factored(self) -> bool:
         return self.factors is not None
 
+    @property
+    def is_lazy(self) -> bool:
+        return self.compute is not None
+
+    @property
+    def linear_shape(self) -> tuple[int, int]:
+        """``(d_out, d_in)`` of the update in the linear layout."""
+        if self.factors is not None:
+            return (self.factors.d_out, self.factors.d_in)
+        if self.dense is not None:
+            return (int(self.dense.shape[0]), int(self.dense.shape[1]))
+        return self.lazy_shape
+
     def linear_delta(self) -> torch.Tensor:
-        """Dense ΔW in the linear layout ``(d_out, d_in)``."""
+        """Dense ΔW in the linear layout ``(d_out, d_in)`` (computed now for lazy modules)."""
         if self.factors is not None:
             return self.factors.B.float() @ self.factors.A.float()
-        return self.dense
+        if self.dense is not None:
+            return self.dense
+        return self.compute()
 
     def delta(self) -> torch.Tensor:
         """Dense ΔW in the base weight's layout (what ``Adapter.delta`` returns)."""
         dw = self.linear_delta()
         return dw.T.contiguous() if self.transposed else dw
 
+    def scaled(self, factor: float) -> MergedModule:
+        """The same module times ``factor`` (lazy modules stay lazy)."""
+        if self.factors is not None:
+            return replace(
+                self, factors=self.factors.with_factors(self.factors.B * factor, self.factors.A)
+            )
+        if self.dense is not None:
+            return replace(self, dense=self.dense * factor)
+        inner = self.compute
+        return replace(self, compute=lambda: inner() * factor)
+
     def svd(self) -> LowRankSVD:
         """Thin SVD of the update: factored route when exact factors exist, dense otherwise."""
         if self.factors is not None:
             return svd_of_product(self.factors.B, self.factors.A).drop_zeros()
-        U, S, Vh = torch.linalg.svd(self.dense.double(), full_matrices=False)
+        dense = self.linear_delta()
+        U, S, Vh = torch.linalg.svd(dense.double(), full_matrices=False)
         # A float32 ΔW carries rounding noise ~eps·max(m, n) relative to σ_max: treat it as zero.
-        noise = max(self.dense.shape) * torch.finfo(torch.float32).eps
+        noise = max(dense.shape) * torch.finfo(torch.float32).eps
         return LowRankSVD(U.float(), S.float(), Vh.T.float()).drop_zeros(rtol=noise)
 
     def norm(self) -> float:
         if self.factors is not None:
             return frobenius_norm(self.factors.B, self.factors.A)
-        return float(torch.linalg.matrix_norm(self.dense.double()))
+        return float(torch.linalg.matrix_norm(self.linear_delta().double()))
 
     def singular_values(self) -> torch.Tensor:
         """``(K,)`` float64 singular values, descending, zeros kept (factor route when factored)."""
         if self.factors is not None:
             return svd_of_product(self.factors.B, self.factors.A).S.double()
-        return torch.linalg.svdvals(self.dense.double())
+        return torch.linalg.svdvals(self.linear_delta().double())
 
     def rank_bound(self) -> int:
         """The numerical rank (:func:`numerical_rank`), the rank an exact export writes."""

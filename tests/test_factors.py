@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from merging_core.factors import (
+    GRAM_MAX_COND,
+    concat_blocks,
     frobenius_norm,
+    gram_factor,
     gram_matrix,
     inner_product,
     stack_factors,
@@ -221,3 +224,46 @@ def test_input_errors_name_the_problem():
         svd_of_concat([Bs[0], B_other], [As[0], A_other])
     with pytest.raises(ValueError, match="need B"):
         svd_of_product(Bs[0], As[1])
+
+
+@pytest.mark.parametrize("deficient", [False, True])
+def test_concat_blocks_gram_route_matches_householder_and_dense(deficient):
+    Bs, As = _factors([3, 3, 3], seed=12, deficient=deficient)
+    gram = concat_blocks(Bs, As)
+    house = concat_blocks(Bs, As, route="householder")
+    ref = svd_of_concat(Bs, As)
+    # rank-deficient stacks cannot take the Gram route: it falls back, same answer
+    assert gram.route == ("householder" if deficient else "gram") and house.route == "householder"
+    k = gram.S.numel()
+    torch.testing.assert_close(gram.S, ref.S[:k], rtol=1e-6, atol=1e-6)
+    for t, (B, A) in enumerate(zip(Bs, As, strict=True)):
+        dw = B @ A
+        for blocks in (gram, house):
+            assert blocks.Z[t].shape == (k, N) and blocks.Z[t].is_contiguous()
+            rel = (blocks.U.double() @ blocks.Z[t].double() - dw).norm() / dw.norm()
+            assert float(rel) < 1e-6
+            # KnOTS: Z_t = diag(S) V_tᵀ = Uᵀ ΔW_t
+            torch.testing.assert_close(
+                blocks.Z[t].double(), blocks.U.double().T @ dw, atol=1e-4, rtol=0
+            )
+    _assert_orthonormal(gram.U[:, : int((gram.S > 1e-6 * gram.S[0]).sum())])
+
+
+def test_concat_blocks_floor_and_errors():
+    Bs, As = _factors([2, 2], seed=13)
+    full = concat_blocks(Bs, As)
+    cut = concat_blocks(Bs, As, floor=float(full.S[1]))
+    assert cut.S.numel() == 1 and cut.U.shape == (M, 1) and cut.Z[0].shape == (1, N)
+    with pytest.raises(ValueError, match="floor must be"):
+        concat_blocks(Bs, As, floor=-1.0)
+    with pytest.raises(ValueError, match="route must be one of"):
+        concat_blocks(Bs, As, route="qr")
+
+
+def test_gram_factor_refuses_ill_conditioned_and_wide_factors():
+    X = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    R = gram_factor(X)
+    torch.testing.assert_close(R.T @ R, X.T @ X)
+    bad = X.clone()
+    bad[:, 3] = bad[:, 2] + 1e-5 / GRAM_MAX_COND * bad[:, 0]
+    assert gram_factor(bad) is None and gram_factor(X.T) is None

@@ -1,8 +1,11 @@
-"""``merge-lab geometry DIR... [--json] [--per-layer]``: merge-geometry tables for adapters.
+"""``merge-lab geometry DIR... [--json] [--per-layer] [--per-task M]``: merge-geometry tables.
 
 Loads the PEFT adapters in DIR... (task order = argument order), aligns them and prints
 :func:`merging_core.geometry.analyse_geometry`'s per-module table (or per-layer means with
-``--per-layer``). ``--json`` prints the whole report (both tables, column docs, notes) on stdout.
+``--per-layer``, or a layers × adapters matrix of one per-task metric with ``--per-task``).
+``--json`` prints the whole report (tables, per-task rows, column docs, notes) on stdout.
+Sign conflicts are estimated from sampled entries with confidence intervals by default
+(``--sign-samples``, ``--sign-confidence``, ``--seed``); ``--sign-exact`` counts every entry.
 A progress line goes to stderr unless ``--no-progress``. ``--threads`` (default 1) sets torch's
 CPU threads for this process.
 """
@@ -17,7 +20,7 @@ from typing import Any, TextIO
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.geometry import COLUMNS, analyse_geometry
+from merging_core.geometry import COLUMNS, DEFAULT_SAMPLES, TASK_METRICS, analyse_geometry
 
 TABLE_COLUMNS = (
     "erank_task_mean",
@@ -31,6 +34,8 @@ TABLE_COLUMNS = (
     "erank_A_stack",
     "cur_misalignment",
     "sign_conflict_rate",
+    "sign_conflict_rate_low",
+    "sign_conflict_rate_high",
 )
 
 
@@ -52,6 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--sign-density", type=float, default=0.2, help="TIES trim density for trimmed conflicts"
+    )
+    parser.add_argument(
+        "--sign-exact",
+        action="store_true",
+        help="count sign conflicts on every entry (forms each dense ΔW: minutes on LLM adapters) "
+        "instead of estimating them from sampled entries",
+    )
+    parser.add_argument(
+        "--sign-samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help=f"entries sampled per module for the estimates (default {DEFAULT_SAMPLES})",
+    )
+    parser.add_argument(
+        "--sign-confidence", type=float, default=0.95, help="interval level of the estimates"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled positions")
+    parser.add_argument(
+        "--per-task",
+        choices=tuple(TASK_METRICS),
+        default=None,
+        metavar="METRIC",
+        help=f"print a layers x adapters table of one per-task metric ({', '.join(TASK_METRICS)})",
     )
     parser.add_argument(
         "--threads",
@@ -79,10 +107,17 @@ def run(args: argparse.Namespace) -> int:
         k=args.k,
         sign_conflicts=not args.no_sign_conflicts,
         sign_density=args.sign_density,
+        sign_exact=args.sign_exact,
+        sign_samples=args.sign_samples,
+        sign_confidence=args.sign_confidence,
+        generator=torch.Generator().manual_seed(args.seed),
         progress=None if args.no_progress else StderrProgress(sys.stderr),
     )
     if args.json:
         print(json.dumps(report.to_dict(details=args.details), indent=2, ensure_ascii=False))
+        return 0
+    if args.per_task is not None:
+        print("\n".join(task_table_lines(report.task_layer_matrix(args.per_task))))
         return 0
     rows = report.per_layer if args.per_layer else report.per_module
     key = "layer" if args.per_layer else "module"
@@ -92,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def table_lines(rows: list[dict[str, Any]], key: str, columns: tuple[str, ...]) -> list[str]:
+def table_lines(
+    rows: list[dict[str, Any]], key: str, columns: tuple[str, ...], *, spaces: bool = True
+) -> list[str]:
     """A fixed-width text table: ``key`` column then ``columns`` (``-`` for missing values)."""
     width = max([len(key)] + [len(str(r[key])) for r in rows])
     heads = [key.ljust(width)] + [c.rjust(max(len(c), 8)) for c in columns]
@@ -101,9 +138,19 @@ def table_lines(rows: list[dict[str, Any]], key: str, columns: tuple[str, ...]) 
         cells = [str(r[key]).ljust(width)]
         cells += [_fmt(r.get(c)).rjust(max(len(c), 8)) for c in columns]
         lines.append("  ".join(cells))
-    spaces = ", ".join(f"{c}: {COLUMNS[c][0]}" for c in columns)
-    lines.append(f"spaces: {spaces}")
+    if spaces:
+        lines.append("spaces: " + ", ".join(f"{c}: {COLUMNS[c][0]}" for c in columns))
     return lines
+
+
+def task_table_lines(matrix: dict[str, Any]) -> list[str]:
+    """Layers × adapters text table of one per-task metric (the heatmap's numbers)."""
+    rows = [
+        {"layer": layer} | {task: matrix["values"][t][i] for t, task in enumerate(matrix["tasks"])}
+        for i, layer in enumerate(matrix["layers"])
+    ]
+    lines = table_lines(rows, "layer", tuple(matrix["tasks"]), spaces=False)
+    return lines + [f"metric: {matrix['metric']} of each adapter's ΔW (ΔW space), layer means"]
 
 
 def _fmt(value: Any) -> str:

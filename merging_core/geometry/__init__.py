@@ -1,5 +1,10 @@
 """Merge geometry in factor space: spectra, coverage stacks, crowding, SVD vs CUR, sign conflicts.
 
+Sign conflicts are estimated from sampled entries by default (with confidence intervals,
+:mod:`merging_core.geometry.sampled_conflicts`); the exact dense count stays available.
+Per-task effective rank, stable rank and norm of every adapter are in the report's ``per_task``
+rows (:mod:`merging_core.geometry.task_metrics`).
+
 Entry point: :func:`analyse_geometry` -> :class:`GeometryReport` (flat per-module / per-layer rows
 plus per-module spectra, overlap matrices and principal angles). The single-module functions are
 exported for notebooks and tests. Every docstring states whether a quantity lives in ΔW space
@@ -17,6 +22,11 @@ from merging_core.geometry.report import (
     analyse_geometry,
     layer_rows,
 )
+from merging_core.geometry.sampled_conflicts import (
+    DEFAULT_SAMPLES,
+    ConflictEstimate,
+    estimate_sign_conflicts,
+)
 from merging_core.geometry.spectra import (
     ZERO_RTOL,
     component_energy,
@@ -26,6 +36,7 @@ from merging_core.geometry.spectra import (
     spectrum_summary,
     stable_rank,
 )
+from merging_core.geometry.task_metrics import TASK_METRICS, task_layer_matrix
 
 __all__ = [
     "COLUMNS",
@@ -33,7 +44,10 @@ __all__ = [
     "CROWDING_KEYS",
     "CUR_KEYS",
     "CUR_LABEL",
+    "DEFAULT_SAMPLES",
+    "TASK_METRICS",
     "ZERO_RTOL",
+    "ConflictEstimate",
     "CurComparison",
     "GeometryReport",
     "ModuleGeometry",
@@ -43,6 +57,7 @@ __all__ = [
     "crowding_metrics",
     "effective_rank",
     "energy_curve",
+    "estimate_sign_conflicts",
     "layer_rows",
     "overlap_matrices",
     "sign_conflict_rate",
@@ -51,4 +66,5 @@ __all__ = [
     "spectrum_summary",
     "stable_rank",
     "svd_vs_cur",
+    "task_layer_matrix",
 ]

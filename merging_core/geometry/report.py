@@ -1,20 +1,26 @@
 """``analyse_geometry``: every geometry metric for every module, as flat JSON-able rows.
 
 Space: stated per column in :data:`COLUMNS` (``"ΔW"`` = invariant under ``(B M, M⁻¹ A)``,
-``"factors"`` = depends on the factorisation by definition, ``"ΔW, element-wise"`` = needs the
-dense update). Modules that share shape and per-task ranks are analysed together in batches, from
-the ``R × R`` Gram matrices of the stacked factors (``R = Σ r_t``); nothing ``m × n`` is formed
-except by the optional sign-conflict pass.
+``"factors"`` = depends on the factorisation by definition, ``"ΔW, element-wise"`` = entries of
+the dense update). Modules that share shape and per-task ranks are analysed together in batches,
+from the ``R × R`` Gram matrices of the stacked factors (``R = Σ r_t``); nothing ``m × n`` is
+formed except by the exact sign-conflict pass (``sign_exact=True``). By default the sign-conflict
+columns are estimates from sampled entries with confidence bounds (``*_low``, ``*_high``; see
+:mod:`merging_core.geometry.sampled_conflicts`), and the report says so (``sign_method``, notes).
 
 Rows (``GeometryReport.per_module``): ``module``, ``layer``, ``d_out``, ``d_in``, ``num_tasks``,
 ``rank_sum`` and the metric columns of :data:`COLUMNS`. ``per_layer`` has ``layer``,
 ``num_modules`` and the mean of each metric column over the layer's modules (``None`` when a
 column was not computed). Layers are grouped by :func:`merging_core.adapters.layer_key`.
+``per_task`` / ``per_task_layer`` hold each adapter's own erank, stable rank and norm
+(:mod:`merging_core.geometry.task_metrics`).
 
 Precision: the Gram route resolves singular values down to about ``1e-7 · σ_max``; smaller ones
 count as zero (``spectra.ZERO_RTOL = 1e-6``), which moves an erank by less than ``1e-5``. Cost for
-6 tasks × 128 LLaMA-3-8B modules (r = 16): about 1.8 s of single-thread CPU
-(benchmarks/geometry.py).
+6 tasks × 128 LLaMA-3-8B modules (r = 16), single-thread CPU: about 1.7 s for the factor-space
+metrics plus about 1.3 s for the sampled sign conflicts (65 536 entries per module), against
+about 210 s for the exact sign-conflict pass (benchmarks/geometry.py, measured on a busy
+2-core machine).
 """
 
 from __future__ import annotations
@@ -31,12 +37,24 @@ from merging_core.geometry.conflicts import sign_conflict_rates
 from merging_core.geometry.coverage import coverage_from_batch
 from merging_core.geometry.crowding import crowding_from_batch
 from merging_core.geometry.cur import CUR_LABEL, angles_degrees, cur_from_batch
+from merging_core.geometry.sampled_conflicts import (
+    DEFAULT_SAMPLES,
+    ConflictEstimate,
+    estimate_sign_conflicts,
+)
 from merging_core.geometry.spectra import (
     clean_spectrum,
     component_energy,
     effective_rank,
     energy_curve,
     stable_rank,
+)
+from merging_core.geometry.task_metrics import (
+    TASK_METRICS,
+    task_layer_matrix,
+    task_layer_rows,
+    task_metric_stacks,
+    task_rows,
 )
 from merging_core.results import Progress, report_progress
 
@@ -76,12 +94,28 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "cur_misalignment_right": ("ΔW", "same on the row side (reconstructed)"),
     "svd_energy_k": ("ΔW", "energy of Σ_t ΔW_t in its top-k left singular subspace"),
     "cur_energy_k": ("ΔW", "energy of Σ_t ΔW_t in the span of the k CUR columns"),
-    "sign_conflict_rate": ("ΔW, element-wise", "TIES sign conflicts among active entries"),
+    "sign_conflict_rate": (
+        "ΔW, element-wise",
+        "TIES sign conflicts among active entries (an ESTIMATE from sampled entries unless "
+        "sign_method is 'exact')",
+    ),
+    "sign_conflict_rate_low": ("ΔW, element-wise", "lower confidence bound of sign_conflict_rate"),
+    "sign_conflict_rate_high": ("ΔW, element-wise", "upper confidence bound of sign_conflict_rate"),
     "sign_conflict_rate_trimmed": (
         "ΔW, element-wise",
-        "sign conflicts after trimming each task to its top sign_density magnitudes",
+        "sign conflicts after trimming each task to its top sign_density magnitudes (an ESTIMATE "
+        "with thresholds from the sample unless sign_method is 'exact')",
+    ),
+    "sign_conflict_rate_trimmed_low": (
+        "ΔW, element-wise",
+        "lower confidence bound of sign_conflict_rate_trimmed",
+    ),
+    "sign_conflict_rate_trimmed_high": (
+        "ΔW, element-wise",
+        "upper confidence bound of sign_conflict_rate_trimmed",
     ),
 }
+SIGN_COLUMNS = tuple(c for c in COLUMNS if c.startswith("sign_conflict"))
 ID_COLUMNS = ("module", "layer", "d_out", "d_in", "num_tasks", "rank_sum")
 
 
@@ -114,10 +148,16 @@ class GeometryReport:
 
     Attributes:
         adapter_names: task order. k: requested SVD-vs-CUR dimension (None = per-module max rank).
-        sign_conflicts: whether the dense sign-conflict columns were computed (else ``None``).
+        sign_conflicts: whether the sign-conflict columns were computed (else ``None``).
         sign_density: trim density of ``sign_conflict_rate_trimmed``.
         per_module: one flat dict per module (see module docstring). per_layer: layer means.
         details: module -> :class:`ModuleGeometry`. notes: provenance labels for the app.
+        sign_method: ``"sampled"`` (estimates with intervals, the default), ``"exact"`` (dense
+            pass; bounds equal the rate) or ``"off"``.
+        sign_samples: entries sampled per module (sampled route). sign_confidence: interval level.
+        per_task: one row per (module, task): ``module``, ``layer``, ``task`` and
+            :data:`TASK_METRICS` of that adapter's ΔW. per_task_layer: the same per (layer, task),
+            means over the layer's modules.
     """
 
     adapter_names: tuple[str, ...]
@@ -128,6 +168,11 @@ class GeometryReport:
     per_layer: list[dict[str, Any]]
     details: Mapping[str, ModuleGeometry] = field(repr=False)
     notes: tuple[str, ...] = ()
+    sign_method: str = "sampled"
+    sign_samples: int | None = None
+    sign_confidence: float | None = None
+    per_task: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    per_task_layer: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def modules(self) -> list[str]:
@@ -181,6 +226,18 @@ class GeometryReport:
         d = self._detail(module)
         return {"left": list(d.left_angles), "right": list(d.right_angles)}
 
+    def task_layer_matrix(self, metric: str = "erank") -> dict[str, Any]:
+        """Adapters × layers matrix of a per-task metric (the app's heatmap data).
+
+        Args:
+            metric: one of :data:`TASK_METRICS` (``"erank"``, ``"stable_rank"``, ``"norm"``).
+
+        Returns:
+            ``{"tasks": [...], "layers": [...], "values": [[...] per task]}``; each value is the
+            mean of the metric over the layer's modules.
+        """
+        return task_layer_matrix(self.per_task_layer, self.adapter_names, metric)
+
     def to_dict(self, *, details: bool = False) -> dict[str, Any]:
         """JSON-able dict (rows, column docs, notes; per-module vectors if ``details``)."""
         out: dict[str, Any] = {
@@ -188,10 +245,16 @@ class GeometryReport:
             "k": self.k,
             "sign_conflicts": self.sign_conflicts,
             "sign_density": self.sign_density,
+            "sign_method": self.sign_method,
+            "sign_samples": self.sign_samples,
+            "sign_confidence": self.sign_confidence,
             "notes": list(self.notes),
             "columns": {c: {"space": s, "description": d} for c, (s, d) in COLUMNS.items()},
+            "task_metrics": {c: {"space": "ΔW", "description": d} for c, d in TASK_METRICS.items()},
             "per_module": self.per_module,
             "per_layer": self.per_layer,
+            "per_task": self.per_task,
+            "per_task_layer": self.per_task_layer,
         }
         if details:
             out["details"] = {m: _detail_dict(d) for m, d in self.details.items()}
@@ -208,6 +271,10 @@ def analyse_geometry(
     k: int | None = None,
     sign_conflicts: bool = True,
     sign_density: float = 0.2,
+    sign_exact: bool = False,
+    sign_samples: int = DEFAULT_SAMPLES,
+    sign_confidence: float = 0.95,
+    generator: torch.Generator | None = None,
     progress: Progress | None = None,
 ) -> GeometryReport:
     """Spectra, coverage stacks, crowding, SVD-vs-CUR and sign conflicts for every module.
@@ -215,34 +282,55 @@ def analyse_geometry(
     Args:
         adapter_set: aligned adapters (task order = set order); only ``adapter_set.modules``.
         k: SVD-vs-CUR subspace dimension; None = each module's largest task rank.
-        sign_conflicts: also compute the two element-wise sign-conflict columns (forms each dense
-            ``ΔW_t`` one module at a time; the costly part). When False they are ``None``.
+        sign_conflicts: compute the element-wise sign-conflict columns (when False they are
+            ``None``).
         sign_density: TIES trim density for ``sign_conflict_rate_trimmed``, in ``(0, 1]``.
+        sign_exact: count every entry (forms each dense ``ΔW_t``, one module at a time: minutes
+            on LLM adapters) instead of estimating from ``sign_samples`` sampled entries per
+            module (:mod:`merging_core.geometry.sampled_conflicts`; modules with at most that
+            many entries are counted exactly anyway).
+        sign_samples: entries sampled per module. sign_confidence: interval level in ``(0, 1)``.
+        generator: source of the sampled positions (None: a generator seeded with 0, so the
+            same adapters give the same report).
         progress: optional ``callback(fraction, message)``.
 
     Returns:
         A :class:`GeometryReport`.
 
     Raises:
-        ValueError: ``k < 1`` or ``sign_density`` outside ``(0, 1]``.
+        ValueError: ``k < 1``, ``sign_density`` outside ``(0, 1]``, or a bad sampling option.
     """
     if k is not None and int(k) < 1:
         raise ValueError(f"k must be >= 1 or None, got {k}")
     if not 0.0 < sign_density <= 1.0:
         raise ValueError(f"sign_density must be in (0, 1], got {sign_density}")
     names = list(adapter_set.modules)
-    share = 0.5 if sign_conflicts else 1.0
-    rows, details = _factor_rows(adapter_set, names, k, progress, share)
+    share = (0.5 if sign_exact else 0.8) if sign_conflicts else 1.0
+    rows, details, per_task = _factor_rows(adapter_set, names, k, progress, share)
+    gen = torch.Generator().manual_seed(0) if generator is None else generator
     for i, name in enumerate(names):
-        rates: tuple[float | None, ...] = (None, None)
-        if sign_conflicts:
-            mods = adapter_set.factors(name)
-            rates = sign_conflict_rates(
-                [m.B for m in mods], [m.A for m in mods], densities=(1.0, sign_density)
+        rows[name].update(dict.fromkeys(SIGN_COLUMNS))
+        if not sign_conflicts:
+            continue
+        mods = adapter_set.factors(name)
+        estimates = _sign_estimates(
+            [m.B for m in mods],
+            [m.A for m in mods],
+            density=sign_density,
+            exact=sign_exact,
+            samples=sign_samples,
+            confidence=sign_confidence,
+            generator=gen,
+        )
+        for prefix, est in zip(_SIGN_RATES, estimates, strict=True):
+            rows[name].update(
+                {prefix: est.rate, f"{prefix}_low": est.low, f"{prefix}_high": est.high}
             )
-            report_progress(progress, share + (1 - share) * (i + 1) / len(names), f"signs {name}")
-        rows[name]["sign_conflict_rate"], rows[name]["sign_conflict_rate_trimmed"] = rates
+        report_progress(progress, share + (1 - share) * (i + 1) / len(names), f"signs {name}")
     per_module = [rows[n] for n in names]
+    method = ("exact" if sign_exact else "sampled") if sign_conflicts else "off"
+    sampled = method == "sampled"
+    per_task_rows = [r for n in names for r in per_task[n]]
     return GeometryReport(
         adapter_names=tuple(adapter_set.names),
         k=None if k is None else int(k),
@@ -251,7 +339,50 @@ def analyse_geometry(
         per_module=per_module,
         per_layer=layer_rows(per_module),
         details={n: details[n] for n in names},
-        notes=(CUR_LABEL, _COVERAGE_NOTE),
+        notes=(CUR_LABEL, _COVERAGE_NOTE)
+        + ((_sign_note(sign_samples, sign_confidence),) if sampled else ()),
+        sign_method=method,
+        sign_samples=int(sign_samples) if sampled else None,
+        sign_confidence=float(sign_confidence) if sampled else None,
+        per_task=per_task_rows,
+        per_task_layer=task_layer_rows(per_task_rows, adapter_set.names),
+    )
+
+
+_SIGN_RATES = ("sign_conflict_rate", "sign_conflict_rate_trimmed")
+
+
+def _sign_estimates(
+    Bs: list[torch.Tensor],
+    As: list[torch.Tensor],
+    *,
+    density: float,
+    exact: bool,
+    samples: int,
+    confidence: float,
+    generator: torch.Generator,
+) -> tuple[ConflictEstimate, ...]:
+    """Raw and trimmed rates of one module: exact dense pass, or sampled estimates."""
+    if not exact:
+        return estimate_sign_conflicts(
+            Bs,
+            As,
+            densities=(1.0, density),
+            samples=samples,
+            confidence=confidence,
+            generator=generator,
+        )
+    rates = sign_conflict_rates(Bs, As, densities=(1.0, density))
+    m, n = int(Bs[0].shape[0]), int(As[0].shape[1])
+    return tuple(ConflictEstimate(r, r, r, m * n, -1, exact=True) for r in rates)
+
+
+def _sign_note(samples: int, confidence: float) -> str:
+    return (
+        f"Sign conflicts are ESTIMATES from {int(samples):,} sampled entries per module "
+        f"({100 * confidence:g}% intervals in *_low / *_high; per-layer bounds are means of the "
+        "module bounds); modules with fewer entries are counted exactly. Exact dense pass: "
+        "sign_exact=True (CLI --sign-exact)."
     )
 
 
@@ -277,9 +408,10 @@ def _factor_rows(
     k: int | None,
     progress: Progress | None,
     share: float,
-) -> tuple[dict[str, dict[str, Any]], dict[str, ModuleGeometry]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, ModuleGeometry], dict[str, list[dict]]]:
     rows: dict[str, dict[str, Any]] = {}
     details: dict[str, ModuleGeometry] = {}
+    per_task: dict[str, list[dict[str, Any]]] = {}
     done = 0
     for (m, n, ranks), group in _group_modules(adapter_set, names).items():
         per_chunk = max(1, CHUNK_ELEMENTS // ((m + n) * max(1, sum(ranks))))
@@ -290,21 +422,27 @@ def _factor_rows(
                 [[f.B for f in fs] for fs in factors], [[f.A for f in fs] for fs in factors]
             )
             k_mod = max(ranks) if k is None else int(k)
-            for name, row, det in _analyse_batch(batch, k_mod, chunk, factors):
-                rows[name], details[name] = row, det
+            out = _analyse_batch(batch, k_mod, chunk, factors, adapter_set.names)
+            for name, row, det, tasks in out:
+                rows[name], details[name], per_task[name] = row, det, tasks
             done += len(chunk)
             report_progress(progress, share * done / len(names), f"geometry {chunk[-1]}")
-    return rows, details
+    return rows, details, per_task
 
 
 def _analyse_batch(
-    batch: ModuleBatch, k: int, names: list[str], factors: list[list[LoraModule]]
-) -> list[tuple[str, dict[str, Any], ModuleGeometry]]:
-    """Rows and details for one batch of same-shaped modules."""
+    batch: ModuleBatch,
+    k: int,
+    names: list[str],
+    factors: list[list[LoraModule]],
+    tasks: list[str],
+) -> list[tuple[str, dict[str, Any], ModuleGeometry, list[dict[str, Any]]]]:
+    """Rows, details and per-task rows for one batch of same-shaped modules."""
     sigmas = [clean_spectrum(s) for s in task_sigmas(batch)]  # per task (G, r_t)
     core = sum_svd(batch)
     ta = clean_spectrum(core.S)
-    scalars = _spectral_scalars(sigmas, ta)
+    stacks = task_metric_stacks(sigmas)  # (T, G) per metric
+    scalars = _spectral_scalars(stacks, ta)
     scalars.update(coverage_from_batch(batch, sigmas=sigmas, ta_sigma=ta))
     crowd, cx = crowding_from_batch(batch)
     cur, ux = cur_from_batch(batch, core, k)
@@ -327,16 +465,16 @@ def _analyse_batch(
             cur_columns=tuple(int(j) for j in ux["columns"][g, : row["cur_k"]]),
             cur_rows=tuple(int(i) for i in ux["rows"][g, : row["cur_k"]]),
         )
-        out.append((name, row, det))
+        out.append((name, row, det, task_rows(name, row["layer"], tasks, stacks, g)))
     return out
 
 
-def _spectral_scalars(sigmas: list[torch.Tensor], ta: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-task means and TA-sum scalars, each ``(G,)``."""
+def _spectral_scalars(stacks: dict[str, torch.Tensor], ta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-task means and TA-sum scalars, each ``(G,)`` (``stacks`` are ``(T, G)``)."""
     return {
-        "erank_task_mean": torch.stack([effective_rank(s) for s in sigmas]).mean(dim=0),
-        "stable_rank_task_mean": torch.stack([stable_rank(s) for s in sigmas]).mean(dim=0),
-        "norm_task_mean": torch.stack([s.norm(dim=-1) for s in sigmas]).mean(dim=0),
+        "erank_task_mean": stacks["erank"].mean(dim=0),
+        "stable_rank_task_mean": stacks["stable_rank"].mean(dim=0),
+        "norm_task_mean": stacks["norm"].mean(dim=0),
         "erank_ta": effective_rank(ta),
         "stable_rank_ta": stable_rank(ta),
         "norm_ta": ta.norm(dim=-1),

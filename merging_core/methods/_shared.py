@@ -341,6 +341,28 @@ def task_thresholds(
     return thresholds
 
 
+def global_thresholds(
+    task_tensor: TaskTensor,
+    *,
+    num_parts: int,
+    num_tasks: int,
+    density: float,
+    threshold: str = "global",
+    sign_method: SignMethod = "total",
+    progress: Progress | None = None,
+) -> list[float] | None:
+    """Check the options; the per-task global thresholds, or None (per-tensor trim or
+    ``density = 1``). The two threshold passes form every tensor twice."""
+    check_density(density)
+    check_choice("threshold", threshold, THRESHOLDS)
+    check_choice("sign_method", sign_method, SIGN_METHODS)
+    if threshold != "global" or density >= 1.0:
+        return None
+    return task_thresholds(
+        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density, progress=progress
+    )
+
+
 def ties_merge_parts(
     task_tensor: TaskTensor,
     *,
@@ -366,34 +388,110 @@ def ties_merge_parts(
         The merged tensor of every part (each shaped like its inputs), and the per-task global
         thresholds (None for per-tensor trims or when density is 1, which trims nothing).
     """
-    check_density(density)
-    check_choice("threshold", threshold, THRESHOLDS)
-    check_choice("sign_method", sign_method, SIGN_METHODS)
-    thresholds, merge_phase = None, progress
-    if threshold == "global" and density < 1.0:
-        # the two threshold passes form every tensor twice, the merge pass once
-        thresholds = task_thresholds(
-            task_tensor,
-            num_parts=num_parts,
-            num_tasks=num_tasks,
-            density=density,
-            progress=scaled_progress(progress, 0.0, 2 / 3),
-        )
-        merge_phase = scaled_progress(progress, 2 / 3, 1.0)
+    thresholds = global_thresholds(
+        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density,
+        threshold=threshold, sign_method=sign_method,
+        progress=scaled_progress(progress, 0.0, 2 / 3),
+    )  # fmt: skip
+    merge_phase = progress if thresholds is None else scaled_progress(progress, 2 / 3, 1.0)
+    parts = ties_part_functions(
+        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density,
+        thresholds=thresholds, sign_method=sign_method, weights=weights, scaling=scaling,
+    )  # fmt: skip
     merged = []
-    for i in range(num_parts):
-        trimmed = [
-            trim_by_magnitude(
-                task_tensor(i, t),
-                density=density,
-                threshold=None if thresholds is None else thresholds[t],
-            )
-            for t in range(num_tasks)
-        ]  # T tensors of this part only
-        sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
-        merged.append(scaling * disjoint_mean(trimmed, sign, weights=weights))
+    for i, part in enumerate(parts):
+        merged.append(part())
         report_progress(merge_phase, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
     return merged, thresholds
+
+
+def ties_part_functions(
+    task_tensor: TaskTensor,
+    *,
+    num_parts: int,
+    num_tasks: int,
+    density: float,
+    thresholds: list[float] | None,
+    sign_method: SignMethod = "total",
+    weights: Sequence[float] | None = None,
+    scaling: float = 1.0,
+) -> list[Callable[[], torch.Tensor]]:
+    """One deterministic ``() -> merged tensor`` per part (trim, elect, disjoint mean, λ).
+
+    The streaming form of the merge pass of :func:`ties_merge_parts`: calling part ``i`` holds
+    only that part's ``T`` task tensors. ``thresholds`` are the global ones (None: per tensor).
+    """
+
+    def part(i: int) -> Callable[[], torch.Tensor]:
+        def merged() -> torch.Tensor:
+            trimmed = [
+                trim_by_magnitude(
+                    task_tensor(i, t),
+                    density=density,
+                    threshold=None if thresholds is None else thresholds[t],
+                )
+                for t in range(num_tasks)
+            ]  # T tensors of this part only
+            sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
+            return scaling * disjoint_mean(trimmed, sign, weights=weights)
+
+        return merged
+
+    return [part(i) for i in range(num_parts)]
+
+
+STREAM_BYTES = 1 << 28
+"""Dense float32 bytes of all merged modules above which element-wise results are streamed
+(lazy modules computed on demand, e.g. by the export; 256 MiB, an 8B model's attention is ~5 GiB).
+Below it they are computed and stored, as small models' evaluation reads them many times."""
+
+
+def streams(adapter_set: AdapterSet) -> bool:
+    """True when the dense merged modules of ``adapter_set`` would exceed :data:`STREAM_BYTES`."""
+    dense = sum(
+        4 * f.d_out * f.d_in for f in (adapter_set.factors(n)[0] for n in adapter_set.modules)
+    )
+    return dense > STREAM_BYTES
+
+
+def streamed_ties(
+    adapter_set: AdapterSet,
+    delta: TaskTensor,
+    *,
+    density: float,
+    threshold: str,
+    sign_method: SignMethod,
+    weights: Sequence[float],
+    scaling: float,
+    progress: Progress | None,
+) -> MergeResult:
+    """TIES with the merge pass deferred: thresholds now, each module when it is read."""
+    shape = {"num_parts": len(adapter_set.modules), "num_tasks": len(adapter_set)}
+    thresholds = global_thresholds(
+        delta, density=density, threshold=threshold, sign_method=sign_method, progress=progress,
+        **shape,
+    )  # fmt: skip
+    parts = ties_part_functions(
+        delta, density=density, thresholds=thresholds, sign_method=sign_method, weights=weights,
+        scaling=scaling, **shape,
+    )  # fmt: skip
+    report_progress(progress, 1.0, "TIES thresholds ready; modules merge when read")
+    return lazy_result(adapter_set, parts, thresholds)
+
+
+def lazy_result(
+    adapter_set: AdapterSet,
+    parts: Sequence[Callable[[], torch.Tensor]],
+    thresholds: list[float] | None,
+) -> MergeResult:
+    """Wrap per-module merge functions as lazy dense modules (``nonzero_fraction`` is None:
+    counting it would compute every module once more)."""
+    modules = {
+        name: MergedModule.from_compute(adapter_set.factors(name)[0], fn)
+        for name, fn in zip(adapter_set.modules, parts, strict=True)
+    }
+    diagnostics = {"nonzero_fraction": None, "trim_thresholds": thresholds, "streamed": True}
+    return result_from_modules(adapter_set, modules, diagnostics=diagnostics)
 
 
 def dense_result(
@@ -460,6 +558,21 @@ def weighted_sum_parts(
         merged.append(scaling * total)
         report_progress(progress, (i + 1) / num_parts, f"summing part {i + 1}/{num_parts}")
     return merged
+
+
+def weighted_sum_functions(
+    task_tensor: TaskTensor, *, num_parts: int, weights: Sequence[float], scaling: float
+) -> list[Callable[[], torch.Tensor]]:
+    """The streaming form of :func:`weighted_sum_parts`: one ``() -> λ Σ_t w_t τ_t`` per part."""
+
+    def part(i: int) -> Callable[[], torch.Tensor]:
+        def merged() -> torch.Tensor:
+            total = sum(w * task_tensor(i, t) for t, w in enumerate(weights))
+            return scaling * total
+
+        return merged
+
+    return [part(i) for i in range(num_parts)]
 
 
 # ---- spectral helpers -------------------------------------------------------------

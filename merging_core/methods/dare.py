@@ -3,8 +3,9 @@
 Space: ΔW, element-wise. Each ΔW_t = B_t A_t ``(d_out, d_in)`` is formed one module at a time, a
 Bernoulli keep-mask is drawn for it, and the dropped-and-rescaled deltas are merged with Task
 Arithmetic (``variant="linear"``, DARE-TA) or TIES (``variant="ties"``, DARE-TIES). The result
-is a dense ``MergedModule``; it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for
-the same seed.
+is a dense ``MergedModule`` (lazy, merged when read, on large models: see
+``_shared.STREAM_BYTES``); it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for the
+same seed.
 
 Randomness: one seed per (module, task) is drawn from the caller's generator before anything
 else, and each mask uses its own generator seeded with it. The masks therefore do not depend on
@@ -38,9 +39,13 @@ from merging_core.methods._shared import (
     check_choice,
     dense_result,
     dropped_tensors,
+    lazy_result,
     linear_delta,
     mask_seeds,
+    streamed_ties,
+    streams,
     ties_merge_parts,
+    weighted_sum_functions,
     weighted_sum_parts,
 )
 from merging_core.methods.registry import Param, register_method
@@ -114,6 +119,15 @@ def dare(
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
     dropped = dropped_tensors(delta, seeds, drop_rate)
+    if streams(adapter_set):  # lazy modules, merged when read (see _shared.STREAM_BYTES)
+        if variant == "linear":
+            parts = weighted_sum_functions(dropped, num_parts=len(names), weights=w,
+                                           scaling=scaling)  # fmt: skip
+            return lazy_result(adapter_set, parts, None)
+        return streamed_ties(
+            adapter_set, dropped, density=density, threshold=threshold, sign_method=sign_method,
+            weights=w, scaling=scaling, progress=progress,
+        )  # fmt: skip
     if variant == "linear":
         merged = weighted_sum_parts(
             dropped, num_parts=len(names), weights=w, scaling=scaling, progress=progress

@@ -2,12 +2,12 @@
 
 Space: factors (exact route), acting on ΔW. Per module the column concatenation
 ``[ΔW_1 | … | ΔW_T] = U diag(S) [V_1ᵀ | … | V_Tᵀ]`` is computed from the factors without forming
-it (:func:`merging_core.factors.svd_of_concat`: QR of ``B_cat`` and of every ``A_tᵀ``, an
-``R × R`` core SVD in float64). Components with ``S <= singular_value_floor`` are dropped (the
-official code's absolute cut-off 1e-5; the LoRA scale is folded in first, so the cut-off sees the
-real update). Each task is then represented by ``Z_t = diag(S) V_tᵀ = Uᵀ ΔW_t`` ``(k, d_in)``:
-the official code folds S into V and merges these blocks, not ``V_tᵀ``. Across modules the blocks
-are merged as one flattened vector per task:
+it (:func:`merging_core.factors.concat_blocks`: Cholesky of the Grams of ``B_cat`` and of every
+``A_tᵀ``, an ``R × R`` core SVD in float64, blocks built directly in row layout). Components with
+``S <= singular_value_floor`` are dropped (the official code's absolute cut-off 1e-5; the LoRA
+scale is folded in first, so the cut-off sees the real update). Each task is then represented
+by ``Z_t = diag(S) V_tᵀ = Uᵀ ΔW_t`` ``(k, d_in)``: the official code folds S into V and merges
+these blocks, not ``V_tᵀ``. Across modules the blocks are merged as one flattened vector per task:
 
     ``"ta"``:   Z = λ Σ_t w_t Z_t (then ΔW = λ Σ_t w_t ΔW_t exactly: KnOTS-TA *is* TA);
     ``"ties"``: TIES on the blocks, top-``density`` trim over all of a task's modules (global, as
@@ -34,7 +34,7 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
-from merging_core.factors import svd_of_concat
+from merging_core.factors import concat_blocks
 from merging_core.methods._shared import (
     DROP_RATE,
     SCALING,
@@ -74,11 +74,10 @@ def aligned_blocks(
     """
     if singular_value_floor < 0:
         raise ValueError(f"singular_value_floor must be >= 0, got {singular_value_floor}")
-    svd = svd_of_concat([m.B for m in modules], [m.A for m in modules])
-    keep = svd.S > singular_value_floor  # (k,)
-    U = svd.U[:, keep]  # (m, k)
-    blocks = [svd.S[keep, None] * V[:, keep].T for V in svd.V_blocks]  # (k, n) each
-    return U, blocks
+    cat = concat_blocks(
+        [m.B for m in modules], [m.A for m in modules], floor=singular_value_floor
+    )  # Gram route; blocks built directly as (k, n)
+    return cat.U, list(cat.Z)
 
 
 def merge_blocks(

@@ -28,7 +28,6 @@ Reference: https://arxiv.org/abs/2604.16826 (code: yixuantt/Pico, ``PICO.calibra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -100,13 +99,6 @@ def energy_gamma(originals: Sequence[LoraModule], merged: MergedModule) -> float
     return target / norm if norm > 0.0 else 1.0
 
 
-def _scaled(module: MergedModule, gamma: float) -> MergedModule:
-    if module.factors is not None:
-        f = module.factors
-        return replace(module, factors=f.with_factors(f.B * gamma, f.A))
-    return replace(module, dense=module.dense * gamma)
-
-
 def _base_params(base: str, ties_density: float) -> dict[str, Any]:
     if base == "task_arithmetic":
         return {"scaling": 1.0}
@@ -167,6 +159,6 @@ def pico(
     for name, mods in each_module(adapter_set, progress):
         gamma = energy_gamma(mods, merged.modules[name])
         gammas[name] = gamma if restore_norm else 1.0
-        modules[name] = _scaled(merged.modules[name], gammas[name])
+        modules[name] = merged.modules[name].scaled(gammas[name])  # lazy stays lazy
     diagnostics = {"base": base, "gamma": gammas, "base_diagnostics": dict(merged.diagnostics)}
     return result_from_modules(adapter_set, modules, diagnostics=diagnostics)

@@ -12,9 +12,13 @@ Steps (:mod:`merging_core.methods._shared`):
     3. disjoint mean over the tasks agreeing with the elected sign; 4. multiply by λ.
 
 Memory and cost. The streaming engine :func:`ties_merge_parts` holds the ``T`` tensors of one
-module at a time (``T · d_out · d_in`` floats) plus the dense outputs. The global threshold costs
-two extra passes per task (an exact radix select, :func:`_shared.magnitude_threshold`), so every
-ΔW_t is formed three times instead of being kept: time traded for ``T×`` less memory.
+module at a time (``T · d_out · d_in`` floats) plus the dense outputs. When the dense outputs of
+the whole model exceed :data:`_shared.STREAM_BYTES` (LLM adapters) they are not kept either: the
+result's modules are lazy (:func:`_shared.ties_part_functions`), each merged when read — by the
+export, which truncates and releases it — so peak memory is a few modules, not the model. The
+global threshold costs two extra passes per task (an exact radix select,
+:func:`_shared.magnitude_threshold`), so every ΔW_t is formed three times instead of being kept:
+time traded for ``T×`` less memory.
 
 Conventions versus other implementations:
     * kept count is ``int(density · N)`` (PEFT); the official notebook keeps one more;
@@ -45,6 +49,8 @@ from merging_core.methods._shared import (
     adapter_weights,
     dense_result,
     linear_delta,
+    streamed_ties,
+    streams,
     ties_merge_parts,
 )
 from merging_core.methods.registry import Param, register_method
@@ -84,7 +90,7 @@ def ties(
     generator: torch.Generator | None = None,
     progress: Progress | None = None,
 ) -> MergeResult:
-    """TIES on ΔW (element-wise, dense result, streamed module by module).
+    """TIES on ΔW (element-wise, dense result, streamed module by module; lazy when large).
 
     Args:
         adapter_set: the adapters; task order = set order.
@@ -93,7 +99,8 @@ def ties(
         generator: unused (TIES is deterministic). progress: optional callback.
 
     Returns:
-        Dense merged ΔW per module; diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
+        Dense merged ΔW per module (computed on demand when the model exceeds
+        ``_shared.STREAM_BYTES``); diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
     """
     names = adapter_set.modules
     w = adapter_weights(weights, len(adapter_set))
@@ -101,6 +108,11 @@ def ties(
     def delta(i: int, t: int) -> torch.Tensor:
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
+    if streams(adapter_set):
+        return streamed_ties(
+            adapter_set, delta, density=density, threshold=threshold, sign_method=sign_method,
+            weights=w, scaling=scaling, progress=progress,
+        )  # fmt: skip
     merged, thresholds = ties_merge_parts(
         delta,
         num_parts=len(names),

@@ -75,3 +75,21 @@ def test_threads_flag(adapter_dirs, capsys, thread_calls):
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["geometry", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "merge-lab geometry: error" in capsys.readouterr().err
+
+
+def test_sign_options_and_per_task_table(adapter_dirs, capsys):
+    args = ["geometry", *adapter_dirs, "--no-progress"]
+    assert main([*args, "--json", "--sign-exact"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sign_method"] == "exact" and len(out["per_task"]) == 4
+    row = out["per_module"][0]
+    assert row["sign_conflict_rate_low"] == row["sign_conflict_rate"]
+    assert main([*args, "--json", "--sign-samples", "16", "--seed", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sign_method"] == "sampled" and out["sign_samples"] == 16
+    assert main([*args, "--per-task", "erank"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "task0", "task1"]
+    assert lines[1].startswith("model.layers.0 ") and "erank" in lines[-1]
+    assert main([*args, "--sign-confidence", "1.5"]) == 2
+    assert "confidence" in capsys.readouterr().err

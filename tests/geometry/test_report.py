@@ -169,3 +169,66 @@ def test_single_adapter_is_its_own_coverage():
     assert row["coverage_ratio"] == pytest.approx(1.0) and row["ta_coverage"] == pytest.approx(1.0)
     assert row["erank_dw_stack"] == pytest.approx(1.0) and row["overlap_B_mean"] == 0.0
     assert row["sign_conflict_rate"] == 0.0
+
+
+def test_per_task_metrics_equal_the_single_adapter_analysis(factors, report):
+    Bs, As = factors
+    assert [r["task"] for r in report.per_task[:3]] == ["task0", "task1", "task2"]
+    assert len(report.per_task) == 3 * len(report.per_module)
+    for t in range(3):
+        alone = analyse_geometry(
+            adapter_set_from({n: [Bs[n][t]] for n in Bs}, {n: [As[n][t]] for n in As}),
+            sign_conflicts=False,
+        )
+        singles = {r["module"]: r for r in alone.per_module}
+        for row in (r for r in report.per_task if r["task"] == f"task{t}"):
+            single = singles[row["module"]]
+            assert row["erank"] == pytest.approx(single["erank_task_mean"], rel=1e-9)
+            assert row["stable_rank"] == pytest.approx(single["stable_rank_task_mean"], rel=1e-9)
+            assert row["norm"] == pytest.approx(single["norm_task_mean"], rel=1e-9)
+            dense = torch.linalg.matrix_norm(Bs[row["module"]][t] @ As[row["module"]][t])
+            assert row["norm"] == pytest.approx(float(dense), rel=1e-9)
+
+
+def test_per_task_layer_rows_and_heatmap_matrix(report):
+    layer0 = [r for r in report.per_task if r["layer"] == "model.layers.0" and r["task"] == "task1"]
+    agg = next(
+        r for r in report.per_task_layer if (r["layer"], r["task"]) == ("model.layers.0", "task1")
+    )
+    assert agg["num_modules"] == 3
+    assert agg["erank"] == pytest.approx(sum(r["erank"] for r in layer0) / 3)
+    matrix = report.task_layer_matrix("stable_rank")
+    assert matrix["tasks"] == ["task0", "task1", "task2"]
+    assert matrix["layers"] == ["model.layers.0", "model.layers.1"]
+    assert matrix["values"][1][0] == pytest.approx(agg["stable_rank"])
+    with pytest.raises(ValueError, match="metric must be one of"):
+        report.task_layer_matrix("nope")
+    out = report.to_dict()
+    assert len(out["per_task"]) == len(report.per_task) and set(out["task_metrics"]) == {
+        "erank",
+        "stable_rank",
+        "norm",
+    }
+
+
+def test_sampled_sign_conflicts_are_labelled_estimates_that_cover_the_exact_rate():
+    modules = {f"model.layers.{i}.attn.q": random_factors(i, 90, 80, [2, 3]) for i in range(2)}
+    aset = adapter_set_from(
+        {n: f[0] for n, f in modules.items()}, {n: f[1] for n, f in modules.items()}
+    )
+    rep = analyse_geometry(aset, sign_samples=1024, sign_confidence=0.99)
+    exact = analyse_geometry(aset, sign_exact=True)
+    assert (rep.sign_method, rep.sign_samples, rep.sign_confidence) == ("sampled", 1024, 0.99)
+    assert exact.sign_method == "exact" and exact.sign_samples is None
+    assert any("ESTIMATES" in note for note in rep.notes)
+    assert not any("ESTIMATES" in note for note in exact.notes)
+    for est, ex in zip(rep.per_module, exact.per_module, strict=True):
+        for col in ("sign_conflict_rate", "sign_conflict_rate_trimmed"):
+            assert est[f"{col}_low"] <= ex[col] <= est[f"{col}_high"], (est["module"], col)
+            assert est[f"{col}_low"] < est[f"{col}_high"]
+            assert ex[f"{col}_low"] == ex[col] == ex[f"{col}_high"]
+    again = analyse_geometry(aset, sign_samples=1024, sign_confidence=0.99)
+    assert again.per_module == rep.per_module  # seeded by default: same report twice
+    other = analyse_geometry(aset, sign_samples=1024, generator=torch.Generator().manual_seed(9))
+    assert other.per_module[0]["sign_conflict_rate"] != rep.per_module[0]["sign_conflict_rate"]
+    assert rep.to_dict()["sign_method"] == "sampled"
