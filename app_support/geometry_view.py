@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from app_support.library import feature_attr
 from app_support.session_cache import progress_bar, remember
 from merging_core.adapters import AdapterSet, layer_key
-from merging_core.geometry.spectra import effective_rank
 
 ERANK_COLUMNS = {
     "erank_dw_stack": "ΔW stack (LoRA-agnostic)",
@@ -110,21 +108,14 @@ def module_type(module: str) -> str:
 def task_erank_matrix(report: Any, layers: Sequence[str]) -> np.ndarray:
     """``(tasks, layers)``: each adapter's effective rank of ΔW_t, mean over the layer's modules.
 
-    Space: ΔW (σ of each task's own update, from the report's per-module spectra).
+    Space: ΔW. From the report's per-task metrics (``GeometryReport.task_layer_matrix``).
     """
-    names = list(report.adapter_names)
-    sums = np.zeros((len(names), len(layers)))
-    counts = np.zeros(len(layers))
-    column = {layer: j for j, layer in enumerate(layers)}
-    for module in report.modules:
-        j = column.get(layer_key(module))
-        if j is None:
-            continue
-        sigmas = report.spectra(module)["tasks"]
-        for i, name in enumerate(names):
-            sums[i, j] += float(effective_rank(torch.tensor(sigmas[name], dtype=torch.float64)))
-        counts[j] += 1
-    return sums / np.where(counts > 0, counts, np.nan)
+    data = report.task_layer_matrix("erank")
+    column = {layer: j for j, layer in enumerate(data["layers"])}
+    return np.array(
+        [[_num(row[column[layer]]) if layer in column else math.nan for layer in layers]
+         for row in data["values"]]
+    )  # fmt: skip
 
 
 def coverage_matrix(
