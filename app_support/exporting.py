@@ -15,6 +15,7 @@ from typing import Any
 from app_support.library import feature
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergeResult
+from merging_core.methods import get_method
 
 
 def default_folder(result: MergeResult) -> str:
@@ -40,6 +41,12 @@ def export(
     """
     if not folder.strip():
         raise ValueError("choose a folder to export into")
+    target = Path(folder.strip()).expanduser()
+    if target.exists() and not overwrite:
+        raise ValueError(
+            f"{target} already exists. Tick **Replace the folder if it exists** to overwrite it, "
+            "or choose another folder."
+        )
     export_mod, recipe_mod = feature("export"), _recipe_module()
     picked = adapter_set.subset([adapter_set.names.index(n) for n in result.adapter_names])
     base = picked.adapters[0].config.base_model
@@ -54,6 +61,22 @@ def export(
         overwrite=overwrite,
         recipe=recipe,
     )
+
+
+def describe_params(result: MergeResult) -> list[str]:
+    """``name = value`` per parameter in plain words; per-adapter weights listed by adapter."""
+    info = get_method(result.method)
+    lines = []
+    for name, value in result.params.items():
+        kind = info.param(name).kind if name in info.param_names else ""
+        if kind == "weights":
+            value = (
+                "1 for every adapter (default)" if value is None
+                else ", ".join(f"{a} {float(v):g}"
+                               for a, v in zip(result.adapter_names, value, strict=True))
+            )  # fmt: skip
+        lines.append(f"{name.replace('_', ' ')} = {value}")
+    return lines
 
 
 def _recipe_module() -> Any:

@@ -18,7 +18,6 @@ from app_support.library import feature_attr
 from app_support.workset import LOAD_ERRORS
 from merging_core.adapters import Adapter
 
-UPLOAD_TYPES = ["json", "safetensors"]
 CONFIG_FILE = "adapter_config.json"
 
 

@@ -1,7 +1,9 @@
 """Views of one merge result: weight-space agreement, per-task accuracy, learned coefficients.
 
 Each function draws one panel from a :class:`~merging_core.merge.MergeResult`; figures come from
-:mod:`merging_core.figures`, evaluation from the bundle (when the adapters are its tasks).
+:mod:`merging_core.figures`, evaluation from the bundle (when the adapters are its tasks). The
+headline answers "did this merge help?" before any chart: its average normalised accuracy on the
+test split next to Task Arithmetic at its best λ and the zero-shot base model.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app_support.merging import weight_space_retention
+from app_support.evaluation import Scores, accuracy_series
+from app_support.merging import learned_state, weight_space_retention
 from merging_core import figures
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergeResult
@@ -41,20 +44,70 @@ def agreement_chart(adapter_set: AdapterSet, result: MergeResult) -> None:
     st.plotly_chart(fig, key="merge.agreement_chart", width="stretch")
 
 
+def accuracy_panel(
+    adapter_set: AdapterSet, result: MergeResult, context: Any, set_key: str, headline: Any
+) -> None:
+    """Score the merge on the test split, then draw the headline (in ``headline``) and the bars."""
+    status = st.empty()
+    scores, why = accuracy_series(
+        adapter_set, result, context, set_key,
+        on_task=lambda task: status.caption(f"Scoring on {task}'s test data…"),
+    )  # fmt: skip
+    status.empty()
+    if scores is None:
+        headline.caption(f"Per-task accuracy {why}")
+        return
+    with headline:
+        draw_headline(scores, len(adapter_set))
+    accuracy_chart(scores.series)
+
+
+def verdict(scores: Scores, tasks: int) -> str:
+    """One sentence: the merge's average and its differences to the two references, in points."""
+    m, ta, zs = (scores.averages[k] for k in (scores.merge, scores.ta, scores.zero_shot))
+
+    def diff(d: float) -> str:
+        return f"{abs(d):.1f} points {'above' if d >= 0 else 'below'}"
+
+    return (
+        f"On the **test split** ({tasks} tasks) this merge keeps on average **{m:.1f} %** of what "
+        f"each task's own adapter reaches: {diff(m - ta)} Task Arithmetic at its best "
+        f"λ = {scores.ta_lambda:g} (chosen on the validation split) and {diff(m - zs)} the "
+        "zero-shot base model."
+    )
+
+
+def draw_headline(scores: Scores, tasks: int) -> None:
+    """Three averages with their differences, and the sentence that says what they mean."""
+    m, ta, zs = (scores.averages[k] for k in (scores.merge, scores.ta, scores.zero_shot))
+    cols = st.columns(3)
+    cols[0].metric("This merge · average", f"{m:.1f} %", delta=f"{m - ta:+.1f} pts vs TA",
+                   help="Mean normalised accuracy over the tasks, test split "
+                        "(100 % = each task's own adapter).")  # fmt: skip
+    cols[1].metric(f"TA, best λ = {scores.ta_lambda:g}", f"{ta:.1f} %",
+                   delta=f"{ta - zs:+.1f} pts vs zero-shot", delta_color="off",
+                   help="Task Arithmetic with λ chosen on the validation split among "
+                        "0.1 … 1.0; scored on the test split.")  # fmt: skip
+    cols[2].metric("Zero-shot base model", f"{zs:.1f} %", delta=f"{m - zs:+.1f} pts (this merge)",
+                   help="The base model with each task's zero-shot head, no adapter.")  # fmt: skip
+    st.markdown(verdict(scores, tasks))
+
+
 def accuracy_chart(series: dict[str, dict[str, float]]) -> None:
     """Per-task normalised accuracy of the merge against baselines (100 = individual adapter)."""
     fig = figures.task_bars(
         series,
-        title="Per-task normalised accuracy (100 % = the task's own adapter)",
+        title="Per-task normalised accuracy, test split (100 % = the task's own adapter)",
         y_title="normalised accuracy (%)",
         reference_line=100.0,
+        value_labels=True,
     )
     st.plotly_chart(fig, key="merge.accuracy_chart", width="stretch")
 
 
 def coefficient_heatmap(result: MergeResult) -> None:
     """Heatmap of learned per-layer coefficients (e.g. TARA's φ) when the method reports them."""
-    coeffs = dict(result.state) if result.state else None  # data-driven methods' learned state
+    coeffs = learned_state(result)  # data-driven methods' learned state (φ / λ)
     if coeffs is None:
         coeffs = next(
             (result.diagnostics.get(k) for k in COEFFICIENT_KEYS if k in result.diagnostics), None

@@ -1,8 +1,9 @@
 """Running merges from the app: cached per session by content, with a progress bar.
 
-Merge results hold tensors, so they are kept in a small per-session LRU (in session state) keyed
-by the adapter set's content key, the method, its parameters and the seed; they are never mutated
-after creation. (``st.cache_resource`` cannot be used: the progress bar is drawn from inside.)
+Data-free merges are fast: they run in the session's own thread and are kept in a small
+per-session LRU keyed by the adapter set's content key, the method, its parameters and the seed.
+Data-driven merges (TARA, AdaMerging) go to the server's one job queue (:mod:`app_support.jobs`),
+which runs them one at a time and lets their page show progress, a time estimate and a Stop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import streamlit as st
 import torch
 
 from app_support import state
+from app_support.jobs import Job, server_queue
 from app_support.library import device_label
 from app_support.session_cache import progress_bar, remember
 from merging_core.adapters import AdapterSet
@@ -36,37 +38,81 @@ def run_with_progress(
     params: Mapping[str, Any],
     *,
     seed: int = 0,
-    context: Any = None,
 ) -> MergeResult:
-    """Run (or fetch) a merge while a progress bar names the device it runs on.
+    """Run (or fetch) a data-free merge in this session's thread under a progress bar.
 
-    Data-driven methods are warm-started from the learned state of this session's previous
-    run of the same method on the same adapters (``result.state``).
+    A merge opened from elsewhere (a trade-off point) with these exact settings is shown as it is.
     """
-    opened = st.session_state[state.OPENED_RESULT].get(
-        opened_key(method, params, seed, adapter_set.names)
-    )
+    opened = opened_result(method, params, seed, adapter_set.names)
     if opened is not None:
         return opened
-    report, done = progress_bar(f"Merging on {device_label()}:")
-    warm = warm_start_for(method, set_key)
-    key = (set_key, method, params_key(params), int(seed), context is not None, warm[0])
+    info = get_method(method)
+    report, done = progress_bar(f"{info.pretty_name} on {device_label()}:", show_message=False)
+    key = (set_key, method, params_key(params), int(seed))
     try:
-        result = remember(
-            "merge",
-            key,
-            lambda: _merge(adapter_set, method, params, seed, context, report, warm[1]),
-        )
+        return remember(
+            "merge", key, lambda: call_merge(adapter_set, method, params, seed=seed,
+                                             progress=report),
+        )  # fmt: skip
     finally:
         done()
-    if result.state:
-        store = st.session_state[state.WARM_START]
-        store[(method, set_key)] = (warm[0] + 1, result)
-    return result
+
+
+def submit_run(
+    adapter_set: AdapterSet,
+    set_key: str,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    seed: int,
+    task_data: Any,
+) -> Job:
+    """Queue a data-driven merge on the server's queue, warm-started from this session's last run.
+
+    The job's key is ``(set_key, method, params, seed)`` so the page can tell whether the settings
+    on screen are the ones running; its result is a :class:`MergeResult` (partial when stopped).
+    """
+    info = get_method(method)
+    generation, warm = warm_start_for(method, set_key)
+    key = run_key(set_key, method, params, seed)
+
+    def work(progress: Progress, should_stop: Callable[[], bool]) -> MergeResult:
+        return call_merge(
+            adapter_set,
+            method,
+            params,
+            seed=seed,
+            progress=progress,
+            task_data=task_data,
+            warm_start=warm,
+            should_stop=should_stop,
+        )
+
+    label = f"{info.pretty_name} on {len(adapter_set)} adapters"
+    job = server_queue().submit(key, label, work, stop_in_progress=False)
+    job.meta.update(generation=generation, steps=params.get("steps"), set_key=set_key)
+    return job
+
+
+def run_key(set_key: str, method: str, params: Mapping[str, Any], seed: int) -> tuple:
+    """What a run computes, without its warm start: equal keys = the same settings on screen."""
+    return (set_key, method, params_key(params), int(seed))
+
+
+def remember_warm_start(method: str, set_key: str, result: MergeResult, generation: int) -> None:
+    """Keep ``result``'s learned state as the next run's starting point."""
+    learned = learned_state(result)
+    if learned is not None and get_method(method).needs_data:
+        st.session_state[state.WARM_START][(method, set_key)] = (generation + 1, learned)
+
+
+def learned_state(result: MergeResult) -> Any:
+    """The learned state of a data-driven result (φ / λ), or None."""
+    return result.state or None
 
 
 def opened_key(method: str, params: Mapping[str, Any], seed: int, names) -> tuple:
-    """Key of a merge opened from elsewhere (a trade-off point): method, parameters, seed, inputs."""
+    """Key of a merge opened from elsewhere (a trade-off point): method, params, seed, inputs."""
     checked = get_method(method).validate_params(dict(params))
     return (method, params_key(checked), int(seed), tuple(names))
 
@@ -77,17 +123,33 @@ def open_result(result: MergeResult) -> None:
     st.session_state[state.OPENED_RESULT] = {key: result}
 
 
-def warm_start_for(method: str, set_key: str) -> tuple[int, Mapping[str, Any] | None]:
-    """(generation, coefficients) of the last warm-startable run, or (0, None)."""
+def opened_result(method: str, params: Mapping[str, Any], seed: int, names) -> Any:
+    """The opened merge with exactly these settings, or None."""
+    return st.session_state[state.OPENED_RESULT].get(opened_key(method, params, seed, names))
+
+
+def warm_start_for(method: str, set_key: str) -> tuple[int, Any]:
+    """(generation, learned state) of this session's last run of ``method`` here, or (0, None)."""
     if not get_method(method).needs_data:
         return 0, None
     return st.session_state[state.WARM_START].get((method, set_key), (0, None))
 
 
-def _merge(adapter_set, method, params, seed, context, report, warm) -> MergeResult:
+def call_merge(
+    adapter_set: AdapterSet,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+    task_data: Any = None,
+    warm_start: Any = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> MergeResult:
+    """:func:`merging_core.merge.merge` (data-free methods ignore the data-driven arguments)."""
     return merge(
-        adapter_set, method, seed=int(seed), progress=report, task_data=context, warm_start=warm,
-        **params,
+        adapter_set, method, seed=int(seed), progress=progress, task_data=task_data,
+        warm_start=warm_start, should_stop=should_stop, **params,
     )  # fmt: skip
 
 

@@ -33,11 +33,19 @@ def remember(kind: str, key: Hashable, compute: Callable[[], T], *, size: int = 
     return value
 
 
-def progress_bar(label: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
-    """An ``st.progress`` bar and its ``callback(fraction, message)``; call the 2nd to remove it."""
+def progress_bar(
+    label: str, *, show_message: bool = True
+) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """An ``st.progress`` bar and its ``callback(fraction, message)``; call the 2nd to remove it.
+
+    The bar says ``"<label> 40 % done"``, followed by the library's message when
+    ``show_message`` (off where that message is an internal module path).
+    """
     bar = st.progress(0.0, text=label)
 
     def report(fraction: float, message: str) -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label} {message}")
+        share = min(max(float(fraction), 0.0), 1.0)
+        tail = f" ({message})" if show_message and message else ""
+        bar.progress(share, text=f"{label} {100 * share:.0f} % done{tail}")
 
     return report, bar.empty

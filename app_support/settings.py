@@ -1,34 +1,51 @@
-"""Moving merge settings into the Merge page's widgets (from a trade-off click or a recipe).
+"""Moving merge settings into the Merge page's widgets (from a trade-off point or a recipe).
 
 A page that wants the Merge page to open on given settings stores them under
 ``state.PENDING_SETTINGS``; the Merge page calls :func:`apply_pending_settings` before drawing its
 widgets, which writes each value into its widget key (snapped onto the widget's grid).
+Per-adapter values travel with the adapter names they belong to and land on those adapters'
+sliders; adapters the settings do not name get the parameter's default (never a stale value).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import streamlit as st
 
 from app_support import state
-from app_support.widgets import is_simplex, log_grid
+from app_support.widgets import is_simplex, param_grid, snap
 from merging_core.methods.registry import MethodInfo, get_method
 
 
-def request_settings(method: str, params: Mapping[str, Any], *, seed: int = 0) -> None:
-    """Ask the Merge page to open on ``method`` with ``params`` (applied on its next run)."""
+def request_settings(
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    adapters: Sequence[str],
+    seed: int = 0,
+    warm_start: Any = None,
+    source: str = "",
+) -> None:
+    """Ask the Merge page to open on ``method`` with ``params`` over ``adapters`` (task order).
+
+    Args:
+        warm_start: learned state of a data-driven point (its φ / λ), reopened exactly.
+        source: a few words for the toast ("a trade-off point", "recipe.json").
+    """
     st.session_state[state.PENDING_SETTINGS] = {
         "method": method,
         "params": dict(params),
+        "adapters": list(adapters),
         "seed": int(seed),
+        "warm_start": warm_start,
+        "source": source,
     }
 
 
-def apply_pending_settings(adapter_names: Sequence[str]) -> str | None:
-    """Write pending settings into the widget keys; returns the method name applied, if any.
+def apply_pending_settings(adapter_names: Sequence[str]) -> dict[str, Any] | None:
+    """Write pending settings into the widget keys; returns the pending settings applied, if any.
 
     Raises:
         KeyError: the pending method is not registered.
@@ -40,29 +57,56 @@ def apply_pending_settings(adapter_names: Sequence[str]) -> str | None:
     info = get_method(pending["method"])
     st.session_state[state.METHOD] = info.name
     st.session_state[state.SEED] = int(pending.get("seed", 0))
-    for key, value in widget_values(info, pending["params"], adapter_names).items():
+    names = pending.get("adapters") or list(adapter_names)
+    for key, value in widget_values(info, pending["params"], names, adapter_names).items():
         st.session_state[key] = value
-    return info.name
+    return pending
 
 
 def widget_values(
-    info: MethodInfo, params: Mapping[str, Any], adapter_names: Sequence[str]
+    info: MethodInfo,
+    params: Mapping[str, Any],
+    names: Sequence[str],
+    shown: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Widget key -> value for ``params`` (weights spread over one key per adapter)."""
+    """Widget key -> value for ``params``.
+
+    Raises:
+        KeyError: a parameter the method does not have.
+
+    Args:
+        names: the adapters a ``weights`` list is aligned with (or a weights value may be a
+            mapping name -> weight).
+        shown: the adapters the Merge page shows (default ``names``); those without a value get
+            the parameter's default.
+    """
+    unknown = sorted(set(params) - set(info.param_names))
+    if unknown:
+        raise KeyError(f"{info.name} has no parameter(s) {unknown}; it has {info.param_names}")
+    shown = list(shown if shown is not None else names)
     out: dict[str, Any] = {}
-    for name, value in params.items():
-        param = info.param(name)
+    for param in info.params:
+        if param.name not in params:
+            continue
+        value = params[param.name]
+        key = state.param_key(info.name, param.name)
         if param.kind == "weights":
-            count = len(adapter_names)
-            filler = 1.0 / count if is_simplex(info, param) else 1.0
-            values = list(value) if value is not None else [filler] * count
-            for i, v in enumerate(values[:count]):
-                out[state.param_key(info.name, name, i)] = float(v)
+            out.update(_weight_values(info, param, value, names, shown))
         elif param.kind == "float" and param.log and param.low and param.high:
-            grid = log_grid(param.low, param.high)
-            out[state.param_key(info.name, name)] = min(
-                grid, key=lambda g, v=float(value): abs(math.log(g) - math.log(v))
-            )
+            out[key] = snap(param_grid(param), float(value))
         else:
-            out[state.param_key(info.name, name)] = value
+            out[key] = value
     return out
+
+
+def _weight_values(info, param, value, names, shown) -> dict[str, float]:
+    by_name = dict(value) if isinstance(value, Mapping) else (
+        dict(zip(names, value, strict=False)) if value is not None else {}
+    )  # fmt: skip
+    simplex = is_simplex(info, param)
+    filler = 1.0 / len(shown) if simplex else 1.0
+    values = {n: float(by_name.get(n, filler)) for n in shown}
+    if simplex:
+        total = sum(values.values()) or 1.0
+        values = {n: round(v / total, 4) for n, v in values.items()}
+    return {state.param_key(info.name, param.name, n): v for n, v in values.items()}

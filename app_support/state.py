@@ -14,11 +14,13 @@ BUNDLE_NAME = "bundle_name"  # str: the sample bundle the app opens on ("" = non
 USE_BUNDLE = "use_bundle"  # bool: include the bundle's adapters in the working set
 USER_ADAPTERS = "user_adapters"  # list[Adapter]: adapters the user loaded (path or upload)
 LOAD_MESSAGES = "load_messages"  # list[str]: refusals of the last load attempt, shown as errors
-SELECTED = "selected_adapters"  # list[str]: adapter names in the working set (task order)
+SELECTED = "selected_adapters"  # list[str] | None: names in the working set (None = all loaded)
 MERGE_RESULT = "merge_result"  # MergeResult | None: the latest merge, used by Export
 MERGE_RECIPE = "merge_recipe"  # dict | None: method, params, seed, adapters of MERGE_RESULT
 WARM_START = "warm_start"  # dict: method -> last learned coefficients (warm start of next run)
 PENDING_SETTINGS = "pending_settings"  # dict | None: settings to load into the Merge widgets
+ACTIVE_RUN = "active_run"  # Job | None: this session's data-driven run (queued, running or done)
+PREVIOUS_SELECTION = "previous_selection"  # dict | None: {"selection", "count"} before a narrowing
 OPENED_RESULT = "opened_result"  # (method, params key, seed, adapter names) -> MergeResult opened
 #   from a trade-off point: the Merge page shows exactly that merge instead of re-running it
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
@@ -42,16 +44,17 @@ _DEFAULTS: dict[str, Any] = {
     MERGE_RESULT: None,
     MERGE_RECIPE: None,
     PENDING_SETTINGS: None,
+    ACTIVE_RUN: None,
+    SELECTED: None,
+    PREVIOUS_SELECTION: None,
     EXPORT_DIR: "",
 }
-_FACTORIES = {
-    USER_ADAPTERS: list, SELECTED: list, WARM_START: dict, TRADEOFF_POINTS: dict,
-    OPENED_RESULT: dict,
-}
+_FACTORIES = {USER_ADAPTERS: list, WARM_START: dict, TRADEOFF_POINTS: dict, OPENED_RESULT: dict}
 
 
 def init_state() -> None:
     """Give every key its default unless it is already set (seeded by a test or a page)."""
+    _leave_pages_folder_mode()
     for key, value in _DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value
@@ -60,7 +63,26 @@ def init_state() -> None:
             st.session_state[key] = factory()
 
 
-def param_key(method: str, param: str, index: int | None = None) -> str:
-    """Widget key of one method parameter (``merge.<method>.<param>[.<index>]``), URL-safe."""
+def _leave_pages_folder_mode() -> None:
+    """Run every page through ``app.py``'s navigation, even when a deep link comes first.
+
+    On a freshly started server Streamlit treats the ``pages/`` folder as old-style pages until
+    ``app.py`` has called ``st.navigation`` once: a shared link (``/merge?…``) opened first runs
+    ``pages/merge.py`` alone (no page config, a sidebar of file names) and keeps the whole server
+    in that mode. Switching the mode off and rerunning lets ``app.py`` route the same URL.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def param_key(method: str, param: str, adapter: str | None = None) -> str:
+    """Widget key of one method parameter: ``merge.<method>.<param>[.<adapter name>]``.
+
+    Per-adapter values (a ``weights`` parameter) are keyed by the adapter's *name*, never by its
+    position, so a value set for one adapter stays with it when the selection changes.
+    """
     base = f"merge.{method}.{param}"
-    return base if index is None else f"{base}.{index}"
+    return base if adapter is None else f"{base}.{adapter}"

@@ -58,16 +58,25 @@ def _aligned(key: str, _adapters: tuple[Adapter, ...]) -> AdapterSet:
     return AdapterSet.from_adapters(list(_adapters))
 
 
+def selected_names() -> list[str]:
+    """Names in the working set, in task order: the selection, or every loaded adapter when the
+    user has not chosen (an empty selection is empty: what the Adapters page shows is the set)."""
+    names = [a.name for a in all_adapters()]
+    chosen = st.session_state.get(state.SELECTED)
+    return names if chosen is None else [n for n in chosen if n in names]
+
+
+def select(names: Sequence[str] | None) -> None:
+    """Make ``names`` the working set (None = every loaded adapter)."""
+    st.session_state[state.SELECTED] = None if names is None else list(names)
+
+
 def working_set() -> tuple[AdapterSet | None, str]:
-    """The aligned set of the selected adapters (all when none is selected), or an error message."""
-    adapters = all_adapters()
-    if not adapters:
-        return None, ""
-    chosen = st.session_state.get(state.SELECTED) or [a.name for a in adapters]
-    by_name = {a.name: a for a in adapters}
-    picked = tuple(by_name[n] for n in chosen if n in by_name)
+    """The aligned set of the selected adapters, or an error message (None, "" when empty)."""
+    by_name = {a.name: a for a in all_adapters()}
+    picked = tuple(by_name[n] for n in selected_names())
     if not picked:
-        return None, "none of the selected adapters is loaded"
+        return None, ""
     try:
         return _aligned(set_key(picked), picked), ""
     except ValueError as err:
@@ -94,9 +103,36 @@ def require_working_set(
     if problem:
         st.error(f"The selected adapters cannot be {verb}: {problem}")
     if adapter_set is None or len(adapter_set) < minimum:
+        if all_adapters() and not problem and len(selected_names()) < minimum:
+            empty = (f"Select at least {minimum} adapter(s) on the Adapters page "
+                     f"({len(selected_names())} selected now).")  # fmt: skip
         st.info(empty)
         st.stop()
     return adapter_set
+
+
+def narrow_selection(names: Sequence[str]) -> None:
+    """Narrow the working set to ``names`` and remember the selection to restore it later."""
+    if list(selected_names()) != list(names) and not st.session_state[state.PREVIOUS_SELECTION]:
+        st.session_state[state.PREVIOUS_SELECTION] = {
+            "selection": st.session_state.get(state.SELECTED),
+            "count": len(selected_names()),
+        }
+    select(names)
+
+
+def restore_selection_button() -> None:
+    """After a trade-off point narrowed the working set: say so, and offer to restore it."""
+    previous = st.session_state.get(state.PREVIOUS_SELECTION)
+    if not previous:
+        return
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.info(f"The working set is narrowed to {', '.join(selected_names())} (the merge you "
+              f"opened); it had {previous['count']} adapters before.")  # fmt: skip
+    if right.button(f"Restore all {previous['count']}", key="workset.restore"):
+        select(previous["selection"])
+        st.session_state[state.PREVIOUS_SELECTION] = None
+        st.rerun()
 
 
 def require_task_context(adapter_set: AdapterSet, need: str) -> Any:
@@ -109,7 +145,7 @@ def require_task_context(adapter_set: AdapterSet, need: str) -> Any:
 
 
 def add_user_adapters(new: Sequence[Adapter]) -> list[str]:
-    """Append adapters to the session, refusing name clashes; returns refusal messages."""
+    """Append adapters to the session and select them, refusing name clashes; returns refusals."""
     existing = {a.name for a in all_adapters()}
     refused, kept = [], list(st.session_state[state.USER_ADAPTERS])
     for adapter in new:
@@ -120,5 +156,8 @@ def add_user_adapters(new: Sequence[Adapter]) -> list[str]:
             continue
         existing.add(adapter.name)
         kept.append(adapter)
+    added = [a.name for a in kept[len(st.session_state[state.USER_ADAPTERS]) :]]
+    if st.session_state.get(state.SELECTED) is not None:  # an explicit selection: add to it
+        select([*st.session_state[state.SELECTED], *added])
     st.session_state[state.USER_ADAPTERS] = kept
     return refused

@@ -18,28 +18,59 @@ FONT_SIZE = 14
 HEATMAP_MAX_CELLS = 40_000  # beyond this heatmaps are block-averaged (websocket size, speed)
 HEATMAP_MAX_ROWS = 200  # rows are only averaged beyond this many (tasks stay separate)
 SERIES_COLORS = tuple(pc.qualitative.Plotly) + tuple(pc.qualitative.Dark24)  # 34 distinct
-LEGEND_ON_TOP_MAX = 4  # with more series the legend goes under the plot (never over the title)
+LEGEND_PER_ROW = 2  # legend entries per row assumed when sizing the band under the plot
+LEGEND_ROW_PX = 26  # height of one legend row
+SYMLOG_TICKS = 3  # colour-bar ticks per sign on a symmetric log scale
+TITLE_WRAP = 56  # characters; a longer title's "(…)" tail moves to its subtitle
 BASELINE_SYMBOLS = ("square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 
 
 def _layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int) -> go.Figure:
-    named = sum(1 for trace in fig.data if trace.name)
-    if named > LEGEND_ON_TOP_MAX:  # many series: below the axis title, rows wrap
-        legend = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0}
-        height += 30 * math.ceil(named / 4)
-    else:
-        legend = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0}
+    """Title top-left, legend in its own band at the bottom of the figure, under the axis title
+    and tick labels (a top legend that wraps on a narrow screen grows into the title; one just
+    under the axis collides with rotated tick labels). Long titles put their "(…)" in a subtitle."""
+    named = sum(1 for trace in fig.data if trace.name and trace.showlegend is not False)
+    rows = math.ceil(named / LEGEND_PER_ROW) if named > 1 else 0
+    band = LEGEND_ROW_PX * rows
+    head, sub = split_title(title)
+    legend = {"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0,
+              "xanchor": "left", "x": 0.0, "font": {"size": FONT_SIZE - 1}}  # fmt: skip
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left"},
+        title={
+            "text": head,
+            "subtitle": {"text": sub, "font": {"size": FONT_SIZE - 2}},
+            "font": {"size": FONT_SIZE + 1},
+            "x": 0.0,
+            "xanchor": "left",
+            "xref": "container",
+            "yref": "paper",
+            "y": 1.0,
+            "yanchor": "bottom",
+            "automargin": True,
+            "pad": {"b": 26 if sub else 12, "l": 8},
+        },
         font={"size": FONT_SIZE},
-        height=height,
-        margin={"l": 70, "r": 30, "t": 60, "b": 60},
+        height=height + band,
+        margin={"l": 70, "r": 30, "t": 30, "b": 40 + band},
         uirevision="constant",
+        showlegend=named > 1,
         legend=legend,
     )
-    fig.update_xaxes(title_text=x_title, automargin=True)
+    fig.update_xaxes(title_text=x_title, automargin=True, title_standoff=8)
     fig.update_yaxes(title_text=y_title, automargin=True)
     return fig
+
+
+def split_title(title: str, width: int = TITLE_WRAP) -> tuple[str, str]:
+    """(title, subtitle): a long title's parenthesised tail becomes its subtitle.
+
+    Plotly neither wraps titles nor places multi-line ones reliably (the first line is clipped
+    on narrow screens), so the explanation goes to the subtitle line it lays out itself.
+    """
+    if len(title) <= width or " (" not in title:
+        return title, ""
+    head, tail = title.split(" (", 1)
+    return head, f"({tail}"
 
 
 def empty_figure(message: str, *, title: str = "", height: int = 320) -> go.Figure:
@@ -68,6 +99,8 @@ def task_bars(
     reference_line: float | None = None,
     x_title: str = "task",
     log_y: bool = False,
+    value_labels: bool = False,
+    value_format: str = ".1f",
     height: int = 420,
 ) -> go.Figure:
     """Grouped bars: one group per task, one bar per series (merged, TA, individual, ...).
@@ -78,6 +111,7 @@ def task_bars(
         reference_line: draw a dashed horizontal line at this value (e.g. 100 %).
         x_title: what the groups are (default "task").
         log_y: logarithmic y axis with powers of ten.
+        value_labels: print each bar's value on it, as ``value_format`` (d3 format).
         height: pixels.
     """
     tasks = _ordered_keys(series.values())
@@ -92,10 +126,14 @@ def task_bars(
             y=ys,
             marker_color=SERIES_COLORS[i % len(SERIES_COLORS)],
             hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>",
+            texttemplate=f"%{{y:{value_format}}}" if value_labels else None,
+            textposition="outside" if value_labels else None,
+            textfont={"size": FONT_SIZE - 4} if value_labels else None,
+            cliponaxis=False,
         )
     if reference_line is not None:
         fig.add_hline(y=reference_line, line_dash="dash", line_color="#888")
-    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_layout(barmode="group", bargap=0.25, uniformtext={"minsize": 8, "mode": "show"})
     if log_y:
         fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height)
@@ -112,9 +150,14 @@ def heatmap(
     colorbar_title: str = "",
     midpoint: float | None = None,
     show_values: bool | None = None,
+    symlog: bool = False,
     height: int | None = None,
 ) -> go.Figure:
     """A labelled heatmap ``(len(y_labels), len(x_labels))``; diverging colours when ``midpoint``.
+
+    ``symlog``: colour by ``sign(z)·log10(1 + |z|/c)`` (``c`` = the 10th percentile of the
+    non-zero ``|z|``), so values spanning decades all show while zero stays white; the colour
+    bar is labelled in the original units and hover shows the true value.
 
     Large matrices are block-averaged down to about ``HEATMAP_MAX_CELLS`` cells, columns first
     (labels of merged blocks are the first label of each block; the title says so). Values are
@@ -134,15 +177,24 @@ def heatmap(
     if factor > 1:
         title = f"{title} (each column: mean of {factor} {x_title}s)"
     show = z.size <= 150 if show_values is None else show_values
+    colour, colorbar = z, {"title": {"text": colorbar_title}}
+    text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.3g}")(z) if show else None
+    if symlog:
+        colour, ticks = symlog_scale(z)
+        colorbar.update(tickvals=ticks[0], ticktext=ticks[1])
+        midpoint = 0.0
     trace = go.Heatmap(
-        z=z,
+        z=colour,
+        customdata=z,
         x=list(x_labels),
         y=list(y_labels),
         colorscale="RdBu_r" if midpoint is not None else "Viridis",
         zmid=midpoint,
-        colorbar={"title": {"text": colorbar_title}},
-        texttemplate="%{z:.2f}" if show else None,
-        hovertemplate=f"{y_title}: %{{y}}<br>{x_title}: %{{x}}<br>value: %{{z:.3g}}<extra></extra>",
+        colorbar=colorbar,
+        text=text,
+        texttemplate="%{text}" if show else None,
+        hovertemplate=f"{y_title}: %{{y}}<br>{x_title}: %{{x}}<br>"
+        "value: %{customdata:.3g}<extra></extra>",
     )
     fig = go.Figure(trace)
     fig.update_yaxes(autorange="reversed", type="category")
@@ -150,6 +202,78 @@ def heatmap(
     rows = z.shape[0]
     auto_height = min(900, max(320, 80 + 28 * rows))
     return _layout(fig, title=title, x_title=x_title, y_title=y_title, height=height or auto_height)
+
+
+def symlog_scale(z: np.ndarray) -> tuple[np.ndarray, tuple[list[float], list[str]]]:
+    """``sign(z)·log10(1 + |z|/c)`` and colour-bar ticks (positions, labels in original units)."""
+    magnitude = np.abs(z[np.isfinite(z)])
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size == 0:
+        return z, ([0.0], ["0"])
+    c = float(np.percentile(nonzero, 10))
+    scaled = np.sign(z) * np.log10(1.0 + np.abs(z) / c)
+    top = float(nonzero.max())
+    count = int(np.floor(np.log10(top / c))) + 1
+    stride = max(1, math.ceil(count / SYMLOG_TICKS))  # at most SYMLOG_TICKS ticks per sign
+    decades = [c * 10.0**k for k in range(count - 1, -1, -stride)]
+    values = sorted({0.0, *decades, *(-d for d in decades)})
+    positions = [float(np.sign(v) * np.log10(1.0 + abs(v) / c)) for v in values]
+    far = max(abs(p) for p in positions) or 1.0
+    keep = [i for i, p in enumerate(positions) if values[i] == 0 or abs(p) >= 0.12 * far]
+    return scaled, ([positions[i] for i in keep], [f"{values[i]:.1g}" for i in keep])
+
+
+def heatmap_pair(
+    matrices: Mapping[str, Sequence[Sequence[float]] | np.ndarray],
+    *,
+    labels: Sequence[str],
+    title: str,
+    axis_title: str,
+    colorbar_title: str = "",
+    zrange: tuple[float, float] | None = None,
+    height: int = 460,
+) -> go.Figure:
+    """Two (or more) square heatmaps side by side in one figure with one shared colour bar.
+
+    One figure instead of one per column keeps each panel wide on a narrow screen (two figures in
+    two columns each lose room to their own colour bar and tick labels).
+
+    Args:
+        matrices: panel title -> ``(len(labels), len(labels))`` matrix.
+        labels: row and column labels (the same for every panel).
+        zrange: colour range shared by the panels (default: their min and max).
+
+    Raises:
+        ValueError: a matrix shape does not match the labels.
+    """
+    from plotly.subplots import make_subplots
+
+    panels = {k: np.asarray(v, dtype=float) for k, v in matrices.items()}
+    if not panels or any(z.size == 0 for z in panels.values()):
+        return empty_figure("Nothing to show", title=title, height=height)
+    for name, z in panels.items():
+        if z.shape != (len(labels), len(labels)):
+            raise ValueError(f"panel {name!r} has shape {z.shape}, labels give {len(labels)}")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels),
+                        horizontal_spacing=0.08)  # fmt: skip
+    low, high = zrange or (min(float(np.nanmin(z)) for z in panels.values()),
+                           max(float(np.nanmax(z)) for z in panels.values()))  # fmt: skip
+    show = len(labels) <= 10
+    for i, z in enumerate(panels.values(), start=1):
+        fig.add_trace(go.Heatmap(
+            z=z, x=list(labels), y=list(labels), coloraxis="coloraxis",
+            texttemplate="%{z:.2f}" if show else None, textfont={"size": FONT_SIZE - 5},
+            hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+        ), row=1, col=i)  # fmt: skip
+        fig.update_yaxes(autorange="reversed", type="category", row=1, col=i,
+                         showticklabels=i == 1)  # fmt: skip
+        fig.update_xaxes(type="category", tickangle=-45, row=1, col=i)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": low, "cmax": high,
+                                 "colorbar": {"title": {"text": colorbar_title}}})  # fmt: skip
+    fig.update_annotations(font={"size": FONT_SIZE - 1})
+    _layout(fig, title=title, x_title="", y_title="", height=height)
+    fig.update_layout(title_pad_b=30)  # room for the panel titles under the figure title
+    return fig.update_yaxes(title_text=axis_title, row=1, col=1)
 
 
 def _downsample(

@@ -3,15 +3,19 @@
 import streamlit as st
 
 from app_support import state
-from app_support.loading import UPLOAD_TYPES, adapter_rows, load_from_path, load_from_uploads
+from app_support.loading import adapter_rows, load_from_path, load_from_uploads
 from app_support.merging import identity_error
 from app_support.workset import (
     add_user_adapters,
     all_adapters,
     bundle_adapters,
     load_bundle,
+    select,
+    selected_names,
     working_set,
 )
+
+SELECT_BOX = "adapters.selected"
 
 IDENTITY_TOLERANCE = 1e-5
 
@@ -56,13 +60,21 @@ def load_panel() -> None:
         if st.form_submit_button("Load from folder") and path.strip():
             remember(*load_from_path(path))
     with by_upload:
+        kind = st.radio(
+            "Upload",
+            ["Files", "A folder"],
+            horizontal=True,
+            key="adapters.upload_kind",
+            help="Files: adapter_config.json + adapter_model.safetensors of one "
+            "adapter. A folder: one adapter folder, or a folder of them.",
+        )
         files = st.file_uploader(
-            "Adapter folder(s)",
-            type=UPLOAD_TYPES,
-            accept_multiple_files="directory",
-            key="adapters.upload",
-            help="Pick a folder holding adapter_config.json and adapter_model.safetensors "
-            "(or a folder of such folders). Pickle files (.bin, .pt) are never loaded.",
+            "Adapter files" if kind == "Files" else "Adapter folder(s)",
+            type=None,  # every file reaches the loader, which explains what it refuses and why
+            accept_multiple_files=True if kind == "Files" else "directory",
+            key=f"adapters.upload.{kind}",
+            help="PEFT adapters: adapter_config.json and adapter_model.safetensors. Pickle files "
+            "(.bin, .pt) are never opened.",
         )
         name = st.text_input("Name for loose files", value="uploaded", key="adapters.upload_name")
         if st.button("Load uploaded files", disabled=not files, key="adapters.upload_load"):
@@ -79,18 +91,21 @@ def table_panel() -> None:
     bundle_names = [a.name for a in bundle_adapters()]
     st.dataframe(adapter_rows(adapters, bundle_names), hide_index=True, width="stretch")
     names = [a.name for a in adapters]
-    chosen = [n for n in st.session_state[state.SELECTED] if n in names] or names
-    picked = st.multiselect(
-        "Adapters to analyse and merge (in task order)",
-        names,
-        default=chosen,
-        key="adapters.selected",
-    )
-    st.session_state[state.SELECTED] = picked
+    # The box shows exactly the working set: it is rewritten whenever the set changed elsewhere
+    # (a load selects the new adapters, a trade-off point narrows the set).
+    if st.session_state.get(SELECT_BOX) != selected_names():
+        st.session_state[SELECT_BOX] = selected_names()
+    st.multiselect("Adapters to analyse and merge (in task order)", names, key=SELECT_BOX,
+                   on_change=_picked)  # fmt: skip
     if st.session_state[state.USER_ADAPTERS] and st.button("Remove my loaded adapters"):
         st.session_state[state.USER_ADAPTERS] = []
-        st.session_state[state.SELECTED] = []
+        select(None)
         st.rerun()
+
+
+def _picked() -> None:
+    select(st.session_state[SELECT_BOX])
+    st.session_state[state.PREVIOUS_SELECTION] = None
 
 
 def set_panel() -> None:
@@ -101,6 +116,8 @@ def set_panel() -> None:
             "the list above, or turn the sample bundle off."
         )
     if adapter_set is None:
+        if all_adapters() and not error:
+            st.warning("No adapter is selected: pick some in the list above.")
         return
     st.subheader("Working set")
     cols = st.columns(3)

@@ -5,8 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from app_support import state
-from app_support.exporting import default_folder, export, zip_folder
+from app_support.exporting import default_folder, describe_params, export, zip_folder
 from app_support.library import feature, needs
+from app_support.widgets import uses_seed
 from app_support.workset import working_set
 from merging_core.methods import get_method
 
@@ -31,11 +32,13 @@ if adapter_set is None or not set(result.adapter_names) <= set(adapter_set.names
     st.error("The adapters of the last merge are no longer loaded; run the merge again.")
     st.stop()
 
+info = get_method(result.method)
+seed = f", seed {result.seed}" if uses_seed(info) else ""
 st.markdown(
-    f"**Merge:** {get_method(result.method).pretty_name} of {len(result.adapter_names)} adapters "
-    f"({', '.join(result.adapter_names)}), seed {result.seed}"
+    f"**Merge:** {info.pretty_name} of {len(result.adapter_names)} adapters "
+    f"({', '.join(result.adapter_names)}){seed}"
 )
-st.caption("Parameters: " + ", ".join(f"{k} = {v}" for k, v in result.params.items()))
+st.caption("Parameters: " + "; ".join(describe_params(result)))
 with st.form("export.form", border=True):
     folder = st.text_input(
         "Target folder",

@@ -9,7 +9,7 @@ from app_support.library import feature, needs
 from app_support.merging import open_result
 from app_support.session_cache import progress_bar
 from app_support.settings import request_settings
-from app_support.workset import require_task_context, require_working_set
+from app_support.workset import narrow_selection, require_task_context, require_working_set
 
 ERRORS = (ValueError, KeyError, TypeError)
 
@@ -97,6 +97,7 @@ if st.button("Open this point on the Merge page", key="tradeoff.open"):
 if picked is not None:
     method, params, seed = tv.merge_settings(picked)
     open_result(picked.result)
-    request_settings(method, params, seed=seed)
-    st.session_state[state.SELECTED] = list(pair)
+    names = list(picked.result.adapter_names)
+    request_settings(method, params, adapters=names, seed=seed, source="the trade-off point")
+    narrow_selection(names)
     st.switch_page("pages/merge.py")

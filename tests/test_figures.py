@@ -49,8 +49,28 @@ class TestHeatmap:
         )
         (trace,) = fig.data
         np.testing.assert_array_equal(np.asarray(trace.z), np.asarray(m))
-        assert trace.zmid == 0.0 and trace.texttemplate == "%{z:.2f}"
+        assert trace.zmid == 0.0 and trace.texttemplate == "%{text}"
+        assert trace.text[0][1] == "-2"  # the cell's true value, printed in it
         assert axis_titles(fig) == ("direction", "task")
+
+    def test_symlog_colours_keep_sign_and_true_values(self):
+        m = np.array([[1e-4, -1e-2, 1.0], [0.0, 10.0, -1e-3]])
+        fig = figures.heatmap(m, x_labels=["a", "b", "c"], y_labels=["x", "y"], title="J",
+                              x_title="d", y_title="t", symlog=True)  # fmt: skip
+        (trace,) = fig.data
+        colour = np.asarray(trace.z)
+        np.testing.assert_array_equal(np.sign(colour), np.sign(m))
+        assert np.all(np.diff(colour[0][[0, 2]]) > 0) and trace.zmid == 0.0
+        np.testing.assert_array_equal(np.asarray(trace.customdata), m)  # hover: true values
+        assert "0" in trace.colorbar.ticktext
+
+    def test_legend_sits_under_the_plot_and_long_titles_get_a_subtitle(self):
+        title = "Per-task normalised accuracy, test split (100 % = own adapter)"
+        series = {"a": {"t": 1.0}, "b": {"t": 2.0}, "c": {"t": 3.0}}
+        fig = figures.task_bars(series, title=title, y_title="%")
+        assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 0.0
+        assert fig.layout.title.text == "Per-task normalised accuracy, test split"
+        assert fig.layout.title.subtitle.text == "(100 % = own adapter)"
 
     def test_shape_mismatch_names_both_shapes(self):
         with pytest.raises(ValueError, match=r"\(2, 2\).*\(2, 3\)"):

@@ -65,6 +65,7 @@ def concatenate_factors(
 @register_method(
     name="cat",
     pretty_name="CAT (exact concatenation)",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url="https://arxiv.org/abs/2410.13025",
     space="factors",
     params=(

@@ -188,9 +188,9 @@ def _to_module(
 @register_method(
     name="iso_c",
     pretty_name="Iso-C (isotropic merge)",
+    tags=("deterministic", "tradeoff-baseline"),  # deterministic: the app hides the seed
     reference_url=PAPER_URL,
     space="factors",
-    tags=("tradeoff-baseline",),
     params=(MODE, SCALING),
 )
 def iso_c(
@@ -216,6 +216,7 @@ def iso_c(
 @register_method(
     name="iso_cts",
     pretty_name="Iso-CTS (common + task-specific isotropic merge)",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url=PAPER_URL,
     space="factors",
     params=(

@@ -29,6 +29,7 @@ from merging_core.results import (
 @register_method(
     name="task_arithmetic",
     pretty_name="Task Arithmetic",
+    tags=("deterministic",),  # ignores the seed (the app hides its seed box)
     reference_url="https://arxiv.org/abs/2212.04089",
     space="factors",
     params=(

@@ -60,9 +60,9 @@ from merging_core.results import MergeResult, Progress
 @register_method(
     name="ties",
     pretty_name="TIES-Merging",
+    tags=("deterministic", "tradeoff-baseline"),  # deterministic: the app hides the seed
     reference_url="https://arxiv.org/abs/2306.01708",
     space="delta",
-    tags=("tradeoff-baseline",),
     params=(
         Param(
             "density",

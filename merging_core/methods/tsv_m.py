@@ -115,9 +115,9 @@ def _merge_module(
 @register_method(
     name="tsv_m",
     pretty_name="TSV-M (Task Singular Vectors)",
+    tags=("deterministic", "tradeoff-baseline"),  # deterministic: the app hides the seed
     reference_url="https://arxiv.org/abs/2412.00081",
     space="factors",
-    tags=("tradeoff-baseline",),
     params=(
         Param(
             "mode",

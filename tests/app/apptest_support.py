@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +132,15 @@ class FakeBundle:
         norms = [t["normalized"] for t in out["tasks"].values()]
         out["average_normalized"] = sum(norms) / len(norms)
         return out
+
+
+def plotly_array(z) -> np.ndarray:
+    """A Plotly array as numpy: plain nested lists, or the typed-array form ``{dtype, bdata}``."""
+    if isinstance(z, dict):
+        flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"])
+        shape = [int(n) for n in str(z.get("shape", flat.size)).split(",")]
+        return flat.reshape(shape)
+    return np.asarray(z, dtype=float)
 
 
 def seed_state(at, adapters: list[Adapter], **extra) -> None:

@@ -91,11 +91,53 @@ def test_upload_a_directory(page, adapter_root):
         (f"lora1/{p.name}", p.read_bytes(), "application/octet-stream")
         for p in sorted(folder.iterdir())
     ]
-    page.file_uploader(key="adapters.upload").set_value(files).run()
+    page.radio(key="adapters.upload_kind").set_value("A folder").run()
+    page.file_uploader(key="adapters.upload.A folder").set_value(files).run()
     page.button(key="adapters.upload_load").click().run()
     assert not page.exception, page.exception
     assert not page.error, [e.value for e in page.error]
     assert list(page.dataframe[0].value["adapter"]) == ["lora1"]
+
+
+def test_upload_single_files(page, adapter_root):
+    files = [(p.name, p.read_bytes(), "application/octet-stream")
+             for p in sorted((adapter_root / "lora0").iterdir())]  # fmt: skip
+    page.file_uploader(key="adapters.upload.Files").set_value(files).run()
+    page.text_input(key="adapters.upload_name").set_value("mine").run()
+    page.button(key="adapters.upload_load").click().run()
+    assert not page.exception, page.exception
+    assert list(page.dataframe[0].value["adapter"]) == ["mine"]
+
+
+@pytest.mark.parametrize("file_name", ["adapter_model.bin", "weights.pt"])
+def test_a_lone_pickle_upload_gets_the_apps_refusal(page, file_name):
+    page.file_uploader(key="adapters.upload.Files").set_value(
+        [(file_name, b"not really a pickle", "application/octet-stream")]
+    ).run()
+    page.button(key="adapters.upload_load").click().run()
+    assert not page.exception, page.exception
+    assert any("pickle" in e.value.lower() for e in page.error), [e.value for e in page.error]
+
+
+def test_a_loaded_adapter_is_selected(bundle_page, adapter_root):
+    at = bundle_page("adapters.py").run()
+    # an explicit selection of one bundle task, then a load: the new adapter joins the set
+    at.multiselect(key="adapters.selected").set_value(["task0"]).run()
+    assert at.metric[0].value == "1"
+    at.session_state[state.USE_BUNDLE] = True
+    load_path(at, adapter_root / "lora0")
+    assert at.multiselect(key="adapters.selected").value == ["task0", "lora0"]
+    assert at.session_state[state.SELECTED] == ["task0", "lora0"]
+
+
+def test_clearing_the_selection_empties_the_working_set(page, adapter_root):
+    load_path(page, adapter_root)
+    assert page.multiselect(key="adapters.selected").value == ["lora0", "lora1"]
+    page.multiselect(key="adapters.selected").set_value([]).run()
+    assert not page.exception
+    assert page.multiselect(key="adapters.selected").value == []
+    assert not page.metric  # no working-set count left claiming 2
+    assert any("No adapter is selected" in w.value for w in page.warning)
 
 
 def test_identity_check_passes(app_page, adapters):

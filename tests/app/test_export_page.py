@@ -54,7 +54,8 @@ def test_existing_folder_is_refused_then_replaced_on_request(export_page, tmp_pa
     submit(at, target)
     before = (target / "adapter_model.safetensors").read_bytes()
     submit(at, target)
-    assert any("Export refused" in e.value and "exist" in e.value for e in at.error)
+    refusal = next(e.value for e in at.error if "Export refused" in e.value)
+    assert "already exists" in refusal and "Replace the folder if it exists" in refusal
     submit(at, target, overwrite=True)
     assert not at.error
     assert (target / "adapter_model.safetensors").read_bytes() == before
@@ -72,3 +73,25 @@ def test_zip_holds_the_exported_files(tmp_path):
 def test_nothing_to_export_says_so(app_page, adapters):
     at = app_page("export.py", adapters).run()
     assert any("Nothing to export yet" in i.value for i in at.info)
+
+
+def test_exported_recipe_carries_the_weights_the_user_set(app_page, adapters, tmp_path):
+    import json
+
+    from app_support.state import param_key
+
+    merge_at = app_page("merge.py", adapters).run()
+    merge_at.slider(key=param_key("task_arithmetic", "weights", "task1")).set_value(0.99).run()
+    merge_at.session_state[state.SELECTED] = ["task2", "task1"]  # the order changes too
+    merge_at.run()
+    result = merge_at.session_state[state.MERGE_RESULT]
+    at = app_page("export.py", adapters, **{state.MERGE_RESULT: result}).run()
+    caption = next(c.value for c in at.caption if c.value.startswith("Parameters"))
+    assert "weights = task2 1, task1 0.99" in caption and "None" not in caption
+    submit(at, tmp_path / "out")
+    recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    names = [item["name"] for item in recipe["inputs"]]
+    assert dict(zip(names, recipe["params"]["weights"], strict=True)) == {
+        "task2": 1.0,
+        "task1": 0.99,
+    }

@@ -77,12 +77,54 @@ class TestSimplex:
             widgets.log_grid(0.0, 1.0)
 
 
-def test_widget_values_spread_weights_and_snap_log_params():
+def test_widget_values_spread_weights_by_name_and_snap_log_params():
     values = widget_values(get_method("tara_b"), {"rho": [0.2, 0.8], "alpha": 0.9}, ["a", "b"])
-    assert values[param_key("tara_b", "rho", 0)] == 0.2
-    assert values[param_key("tara_b", "rho", 1)] == 0.8
+    assert values[param_key("tara_b", "rho", "a")] == 0.2
+    assert values[param_key("tara_b", "rho", "b")] == 0.8
     assert values[param_key("tara_b", "alpha")] in widgets.log_grid(0.001, 1000.0)
     assert values[param_key("tara_b", "alpha")] == pytest.approx(1.0, rel=0.2)
+
+
+def test_widget_values_shown_adapters_without_a_value_get_the_default():
+    info = get_method("task_arithmetic")
+    values = widget_values(info, {"weights": [0.5]}, ["b"], shown=["a", "b"])
+    assert values == {param_key("task_arithmetic", "weights", "a"): 1.0,
+                      param_key("task_arithmetic", "weights", "b"): 0.5}  # fmt: skip
+    with pytest.raises(KeyError, match="no parameter"):
+        widget_values(info, {"density": 0.5}, ["a"])
+
+
+def test_count_grid_and_param_grid_keep_the_default():
+    assert widgets.count_grid(0, 5000, 250) == [
+        0, 1, 2, 5, 10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000]  # fmt: skip
+    lr = get_method("tara_b").param("lr")  # 1e-3 is not on the 41-point grid by itself
+    assert lr.default in widgets.param_grid(lr)
+    assert widgets.snap(widgets.param_grid(lr), 0.00101) == lr.default
+
+
+def test_job_queue_runs_in_order_and_stops(monkeypatch):
+    import threading
+
+    from app_support.jobs import JobQueue
+
+    queue, gate = JobQueue(), threading.Event()
+
+    def slow(progress, should_stop):
+        for i in range(1000):
+            gate.wait(0.01)
+            progress(i / 1000, f"step {i}")
+        return "never"
+
+    first = queue.submit("a", "first", slow)
+    second = queue.submit("b", "second", lambda p, s: "done")
+    while first.status == "queued":
+        gate.wait(0.01)
+    assert queue.ahead_of(second) == 1
+    first.cancel()  # stops at its next progress report
+    while not second.finished_:
+        gate.wait(0.01)
+    assert (first.status, first.result) == ("stopped", None)
+    assert (second.status, second.result) == ("done", "done")
 
 
 class FakeUpload:
@@ -130,3 +172,21 @@ def test_torch_threads_policy():
     assert torch_threads(16, "3") == 3
     with pytest.raises(ValueError, match="positive whole number"):
         torch_threads(16, "0")
+
+
+def test_run_status_in_plain_words():
+    from app_support.jobs import Job
+    from app_support.run_view import describe, duration
+
+    job = Job(key=None, label="TARA-B on 8 adapters", work=lambda p, s: None)
+    assert describe(job, 2) == "Waiting for 2 runs ahead of yours (the server runs one at a time)."
+    job.status = "running"
+    assert "preparing" in describe(job, 0)
+    job._report(1 / 250, "step 1 of 250 · 0.0 steps/s · about 99999 s left")  # slow 1st step
+    assert describe(job, 0) == "TARA-B on 8 adapters: step 1 of 250 · measuring its speed…"
+    job._first = (job._first[0] - 12.0, 1 / 250)  # then 36 more steps in 12 s: 3 steps/s
+    job._report(37 / 250, "step 37 of 250 · 0.7 steps/s · about 300 s left")
+    assert describe(job, 0) == (
+        "TARA-B on 8 adapters: step 37 of 250 · 3.00 steps/s · about 1 min 11 s left"
+    )
+    assert (duration(45), duration(185), duration(3725)) == ("45 s", "3 min 05 s", "1 h 02 min")

@@ -117,3 +117,23 @@ def page(chromium_path, server):
         tab.goto(server, wait_until="networkidle")
         yield tab
         browser.close()
+
+
+@pytest.fixture
+def tabs(chromium_path, server):
+    """Factory of tabs, each its own browser context (its own Streamlit session)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+
+        def open_tab(path: str = "", *, width: int = 1440, height: int = 900):
+            tab = browser.new_context(viewport={"width": width, "height": height}).new_page()
+            tab.set_default_timeout(120_000)
+            tab.goto(f"{server}/{path}", wait_until="networkidle")
+            return tab
+
+        yield open_tab
+        browser.close()
