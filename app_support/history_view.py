@@ -16,6 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
+from app_support.settings import request_settings
 from merging_core import figures
 from merging_core.sweep import store
 from merging_core.sweep.history import RunHistory, delta_difference
@@ -129,6 +130,16 @@ def merge_settings(record: Mapping[str, Any]) -> tuple[str, dict[str, Any], int,
     return recipe["method"], dict(recipe["params"]), int(recipe["seed"]), list(recipe["tasks"])
 
 
+def reopen(folder: str | Path, record: Mapping[str, Any], *, source: str) -> list[str]:
+    """Ask the Merge page to open ``record`` (its learned state too, when it saved one);
+    returns the run's tasks (the page's new selection)."""
+    method, params, seed, tasks = merge_settings(record)
+    key = record.get("key")
+    state = store.load_state(Path(folder).expanduser(), key) if key else None
+    request_settings(method, params, adapters=tasks, seed=seed, warm_start=state, source=source)
+    return tasks
+
+
 def sweep_chart(folder: str, task_a: str, task_b: str) -> tuple[go.Figure, Any]:
     """The points of a sweep folder on the (task_a, task_b) plane, with their Pareto front.
 
@@ -179,9 +190,7 @@ def sweep_folder_panel() -> None:
         from app_support import state
 
         record = RunHistory(Path(folder).expanduser()).load(collected.rows[pick]["key"])
-        method, params, seed, tasks = merge_settings(record)
-        request_settings(method, params, seed=seed)
-        st.session_state[state.SELECTED] = tasks
+        st.session_state[state.SELECTED] = reopen(folder, record, source="a sweep point")
         st.switch_page("pages/merge.py")
 
 

@@ -4,7 +4,6 @@ import streamlit as st
 
 from app_support import history_view as hv
 from app_support import state
-from app_support.settings import request_settings
 
 ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError)
 
@@ -47,7 +46,5 @@ if st.button("Compute the ΔW difference ‖ΔW_A − ΔW_B‖", key="history.de
         c1.metric("‖ΔW_A − ΔW_B‖_F", f"{diff['difference']:.4g}")
         c2.metric("relative to ‖ΔW_A‖_F", f"{100 * diff['relative']:.2f}%")
 if st.button("Open run A on the Merge page", key="history.open"):
-    method, params, seed, tasks = hv.merge_settings(record_a)
-    request_settings(method, params, seed=seed)
-    st.session_state[state.SELECTED] = tasks
+    st.session_state[state.SELECTED] = hv.reopen(folder, record_a, source="a past run")
     st.switch_page("pages/merge.py")
