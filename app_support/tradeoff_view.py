@@ -111,11 +111,21 @@ def _lambda(label: str) -> float:
 def chart(points: Sequence[Any], tasks: tuple[str, str], front: Sequence[int] = ()) -> go.Figure:
     """The trade-off figure of ``points`` (partial while streaming)."""
     lay = layout(points, front)
-    ta_labels = {TA_CURVE: lay.labels[TA_CURVE]} if TA_CURVE in lay.labels else None
+    on_front = {tuple(p.scores[:2]) for i, p in enumerate(points) if i in set(front)}
+    names = {name: front_note(name, pts, on_front) for name, pts in lay.curves.items()}
     return figures.tradeoff_chart(
-        lay.curves, task_a=tasks[0], task_b=tasks[1], baselines=lay.baselines, front=lay.front,
-        labels=ta_labels,
+        {names[n]: pts for n, pts in lay.curves.items()}, task_a=tasks[0], task_b=tasks[1],
+        baselines=lay.baselines, front=lay.front,
+        labels={names[n]: texts for n, texts in lay.labels.items()},
     )  # fmt: skip
+
+
+def front_note(name: str, pts: Sequence[tuple[float, float]], on_front: set) -> str:
+    """The legend entry: how many of the curve's points are on the Pareto front (or dominated)."""
+    if not on_front:
+        return name
+    k = sum(tuple(p) in on_front for p in pts)
+    return f"{name} — {k} of {len(pts)} on the front" if k else f"{name} (dominated)"
 
 
 def clicked_point(points: Sequence[Any], front: Sequence[int], selection: Mapping) -> Any | None:

@@ -426,8 +426,10 @@ def tradeoff_chart(
             textfont={"size": FONT_SIZE - 3},
             line={"dash": "dot", "width": 1} if texts else {"width": 2},
             marker={"size": 9, "color": SERIES_COLORS[i % len(SERIES_COLORS)]},
-            customdata=[[i, j] for j in range(len(points))],
-            hovertemplate=f"{name} #%{{customdata[1]}}<br>{task_a}: %{{x:.1f}}<br>"
+            customdata=[[i, j, (p[0] + p[1]) / 2] for j, p in enumerate(points)],
+            hovertemplate=f"{name} %{{text}}<br>{task_a}: %{{x:.1f}}<br>"
+            f"{task_b}: %{{y:.1f}}<br>mean: %{{customdata[2]:.1f}}<extra></extra>"
+            if texts else f"{name} #%{{customdata[1]}}<br>{task_a}: %{{x:.1f}}<br>"
             f"{task_b}: %{{y:.1f}}<extra></extra>",
         )
     if front:

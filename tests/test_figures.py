@@ -153,7 +153,7 @@ class TestTradeoff:
         )
         names = [t.name for t in fig.data]
         assert names == ["TARA", "Pareto front", "Task Arithmetic", "current merge"]
-        assert [list(c) for c in fig.data[0].customdata] == [[0, 0], [0, 1]]
+        assert [list(c)[:2] for c in fig.data[0].customdata] == [[0, 0], [0, 1]]  # + the mean
         assert list(fig.data[1].x) == [70.0, 90.0]
         assert fig.data[3].marker.symbol == "star"
         assert axis_titles(fig) == ("A: normalised accuracy (%)", "B: normalised accuracy (%)")
