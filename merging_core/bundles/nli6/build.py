@@ -41,13 +41,13 @@ BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 TARGETS = ("query", "key", "value", "attention.output.dense")
 NUM_LABELS = 3
 MAX_LENGTH = 64
-STEPS = 150
+STEPS = 120
 BATCH = 16
 LR = 3e-3
 N_VALIDATION = 512
 N_TEST = 1000
 LAMBDA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))
-OWN_GRID = (0.2, 0.4, 0.6, 0.8, 1.0)  # base + λ·ΔW_own, the premise check (λ = 0 is base + head)
+OWN_GRID = (0.25, 0.5, 0.75, 1.0)  # base + λ·ΔW_own, the premise check (λ = 0 is base + head)
 
 
 def _report(progress: Progress, fraction: float, message: str) -> None:
@@ -360,33 +360,40 @@ def measure(
     start = time.perf_counter()
     ev, deltas = _evaluator(out, manifest)
     names = [e["name"] for e in manifest["tasks"]]
-    for k, entry in enumerate(manifest["tasks"]):
+    base, own = {}, {}
+    for k, entry in enumerate(manifest["tasks"]):  # 1. base + head and individual
         name = entry["name"]
-        base = {s: ev.scores({}, name, s) for s in ("test", "validation")}
-        own = {s: ev.scores(deltas[name], name, s) for s in ("test", "validation")}
-        entry["individual_accuracy"] = own["test"].accuracy
-        entry["individual_validation_accuracy"] = own["validation"].accuracy
-        entry["base_head_accuracy"] = base["test"].accuracy
-        entry["base_head_validation_accuracy"] = base["validation"].accuracy
-        curve = [base["validation"].as_dict() | {"lambda": 0.0}]
-        for lam in OWN_GRID:
-            s = own["validation"] if lam == 1.0 else ev.scores(_scaled(deltas[name], lam), name, "validation")
-            curve.append(s.as_dict() | {"lambda": float(lam)})
-        entry["premise"] = _premise(base["test"], own["test"], curve)
+        base[name] = {s: ev.scores({}, name, s) for s in ("test", "validation")}
+        own[name] = {s: ev.scores(deltas[name], name, s) for s in ("test", "validation")}
+        entry["individual_accuracy"] = own[name]["test"].accuracy
+        entry["individual_validation_accuracy"] = own[name]["validation"].accuracy
+        entry["base_head_accuracy"] = base[name]["test"].accuracy
+        entry["base_head_validation_accuracy"] = base[name]["validation"].accuracy
         message = (
-            f"measured {name}: base+head {base['test'].accuracy:.3f}, "
-            f"individual {own['test'].accuracy:.3f}"
+            f"measured {name}: base+head {base[name]['test'].accuracy:.3f}, "
+            f"individual {own[name]['test'].accuracy:.3f}"
         )
-        _report(progress, (k + 1) / (len(names) + 1), message)
-    manifest["task_arithmetic"] = _task_arithmetic(ev, deltas, manifest, grid, progress)
-    for entry in manifest["tasks"]:
-        along = [row["scores"][entry["name"]] for row in manifest["task_arithmetic"]["grid"]]
+        _report(progress, (k + 1) / (2 * len(names) + 1), message)
+    write_manifest(out, manifest)
+    manifest["task_arithmetic"] = _task_arithmetic(ev, deltas, manifest, grid, progress)  # 2.
+    write_manifest(out, manifest)
+    for k, entry in enumerate(manifest["tasks"]):  # 3. the premise checks
+        name = entry["name"]
+        curve = [base[name]["validation"].as_dict() | {"lambda": 0.0}]
+        for lam in OWN_GRID:
+            if lam == 1.0:
+                s = own[name]["validation"]
+            else:
+                s = ev.scores(_scaled(deltas[name], lam), name, "validation")
+            curve.append(s.as_dict() | {"lambda": float(lam)})
+        entry["premise"] = _premise(base[name]["test"], own[name]["test"], curve)
+        along = [row["scores"][name] for row in manifest["task_arithmetic"]["grid"]]
         entry["premise"]["task_arithmetic_entropy_accuracy_correlation"] = pearson(
             [r["entropy"] for r in along], [r["accuracy"] for r in along]
         )
+        _report(progress, (len(names) + k + 1) / (2 * len(names) + 1), f"premise {name}")
     manifest["build"]["measure_seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(out, manifest)
-    _report(progress, 1.0, "measured task arithmetic")
     return manifest
 
 

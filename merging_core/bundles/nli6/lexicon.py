@@ -84,6 +84,7 @@ SICK_ACTIONS = (
 SICK_SUBJECTS = (
     ("man", "person"), ("woman", "person"), ("boy", "kid"), ("girl", "kid"),
     ("child", "kid"), ("lady", "person"), ("guy", "person"), ("monkey", "animal"),
+    ("chef", "cook"), ("teenager", "young person"), ("old man", "person"), ("young woman", "person"),
 )  # fmt: skip
 # Opposite-state rewrites for SICK contradictions of the subject's state.
 SICK_OPPOSITES = (
@@ -177,7 +178,8 @@ SCI_CLASSES = {
 SCI_CONTEXTS = (
     "In biology class,", "According to the textbook,", "As the teacher explained,",
     "Scientists have shown that", "In a lesson on classification,", "The encyclopedia notes that",
-    "",
+    "", "It is well known that", "A field guide states that", "During the museum tour, the guide said",
+    "Most students remember that", "The exam question reminded students that",
 )  # fmt: skip
 
 # QNLI: events (past, base, participle, objects).

@@ -261,14 +261,14 @@ def _qnli(rng: random.Random, label: int) -> tuple[str, str]:
     # not_entailment: the sentence misses the asked slot or contradicts a given one
     city2, obj2 = _other(rng, L.CITIES, city), _other(rng, objects, obj)
     sentence = {
-        "what": _pick(rng, [f"{name} {past} {_a(obj)} in {city2} in {year}.",
+        "what": _pick(rng, [f"{name} {past} {_a(obj)} in {city2} in {year}, after a long search.",
                             f"In {year}, {other} {past} {_a(obj)} in {city}.",
                             f"{name} lived in {city} for many years before moving away."]),
-        "where": _pick(rng, [f"In {year}, {name} {past} the {obj} with help from {other}.",
-                             f"{other} {past} the {obj} in {city} in {year}.",
+        "where": _pick(rng, [f"In {year}, {name} {past} the {obj} after a long search.",
+                             f"The {obj} was {participle} by {other} in {city} in {year}.",
                              f"{name} {past} {_a(obj2)} in {city} in {year}."]),
         "when": _pick(rng, [f"{name} {past} the {obj} in {city}, with help from {other}.",
-                            f"In {year}, {other} {past} the {obj} in {city}.",
+                            f"The {obj} in {city} was {participle} by {other} in {year}.",
                             f"In {year}, {name} {past} {_a(obj2)} in {city}."]),
         "who": _pick(rng, [f"The {obj} in {city} was {participle} in {year}.",
                            f"In {year}, {name} {past} the {obj} in {city2}.",
@@ -374,6 +374,8 @@ def _scitail(rng: random.Random, label: int) -> tuple[str, str]:
             f"all {other_cls} {other_prop}; {member}, however, are {cls}.",
             f"{member} are {cls}, which scientists study in the field.",
             f"{member} are not {other_cls}, and all {cls} have been studied for centuries.",
+            f"{_other(rng, members, member)} {prop}, like other {cls}.",
+            f"like every other kind of {cls[:-1] if cls.endswith('s') else cls}, {_other(rng, members, member)} {prop}.",
         ])  # fmt: skip
     premise = f"{ctx} {body}".strip()
     return _cap(premise), hyp
