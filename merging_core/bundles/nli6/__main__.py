@@ -19,12 +19,20 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build the bundle from scratch (about 20-40 CPU minutes)")
     b.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--steps", type=int, default=B.STEPS, help="training steps per adapter")
+    b.add_argument(
+        "--steps", type=int, default=B.STEPS, help="training steps per adapter (rte: 3x)"
+    )
     b.add_argument("--batch", type=int, default=B.BATCH, help="training batch size")
     b.add_argument("--lr", type=float, default=B.LR, help="peak learning rate (LoRA and head)")
     b.add_argument("--n-validation", type=int, default=B.N_VALIDATION)
     b.add_argument("--n-test", type=int, default=B.N_TEST)
-    b.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES)
+    b.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASK_NAMES),
+        choices=TASK_NAMES,
+        help="retrain only these tasks; the others must already be in --out (same settings)",
+    )
     m = sub.add_parser("measure", help="re-measure an existing bundle folder (minutes)")
     m.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
     r = sub.add_parser("report", help="print a bundle's recorded measurements as markdown")

@@ -44,6 +44,9 @@ MAX_LENGTH = 64
 STEPS = 120
 BATCH = 16
 LR = 3e-3
+# rte's labels hinge on who did what to whom: at the common budget its loss is still at chance
+# after 100 steps, so it trains three times as long (same batch, same peak learning rate).
+STEP_FACTOR = {"rte": 3}
 N_VALIDATION = 512
 N_TEST = 1000
 LAMBDA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))
@@ -158,7 +161,7 @@ def finetune(
 def save_adapter_dir(model, directory: Path) -> None:
     """``save_pretrained`` the adapter (factors + head), keeping only the two PEFT files."""
     model.peft_config["default"].base_model_name_or_path = BASE_NAME
-    model.save_pretrained(str(directory))
+    model.save_pretrained(str(directory), save_embedding_layers=False)
     for extra in directory.iterdir():
         if extra.name not in ("adapter_config.json", "adapter_model.safetensors"):
             extra.unlink()
@@ -246,15 +249,29 @@ def build(
     grid: Sequence[float] = LAMBDA_GRID,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """Build the bundle into ``out``; returns the manifest (also written to disk)."""
+    """Build the bundle into ``out``; returns the manifest (also written to disk).
+
+    Args:
+        task_names: the tasks to (re)train; the other tasks' adapters and data must already be in
+            ``out`` from a build with the same seed and settings (every task has its own seed, so
+            the result equals a full build).
+    """
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     _, probe = load_base(seed)
     manifest_base = _extra_weights(out, probe, seed)
-    sizes = {"train": steps * batch, "validation": n_validation, "test": n_test}
     entries = []
-    for i, name in enumerate(task_names):
-        task = tasks.get_task(name)
+    for i, task in enumerate(tasks.TASKS):
+        name = task.name
+        task_steps = steps * STEP_FACTOR.get(name, 1)
+        sizes = {"train": task_steps * batch, "validation": n_validation, "test": n_test}
+        entries.append(task_manifest(task, sizes) | {"train_steps": task_steps})
+        if name not in task_names:
+            if not (out / "adapters" / name / "adapter_model.safetensors").is_file():
+                raise FileNotFoundError(
+                    f"task {name!r} is not retrained but {out / 'adapters' / name} has no adapter"
+                )
+            continue
         rows = {s: tasks.generate(name, s, n, seed=seed) for s, n in sizes.items()}
         for split, split_rows in rows.items():
             write_jsonl(out / "data" / name / f"{split}.jsonl", split_rows)
@@ -262,16 +279,15 @@ def build(
         model = finetune(
             rows["train"],
             len(task.classes),
-            steps=steps,
+            steps=task_steps,
             batch=batch,
             lr=lr,
             seed=seed + 17 * (i + 1),
-            progress=(lambda f, m, name=name: _report(progress, i / len(task_names), f"{name} {m}")),
+            progress=(lambda f, m, name=name: _report(progress, i / len(tasks.TASKS), f"{name} {m}")),
         )
         save_adapter_dir(model, out / "adapters" / name)
-        entries.append(task_manifest(task, sizes))
         dt = time.perf_counter() - t0
-        _report(progress, (i + 1) / len(task_names), f"adapter {name} trained in {dt:.0f}s")
+        _report(progress, (i + 1) / len(tasks.TASKS), f"adapter {name} trained in {dt:.0f}s")
     manifest = base_manifest(entries, seed=seed, steps=steps, batch=batch, lr=lr)
     manifest["base_model"].update(manifest_base)
     manifest["build"]["train_seconds"] = round(time.perf_counter() - start, 1)
