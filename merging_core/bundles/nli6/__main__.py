@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     m = sub.add_parser("measure", help="re-measure an existing bundle folder (minutes)")
     m.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
+    m.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="measure on the first ROWS rows of each validation / test file (default: all)",
+    )
     r = sub.add_parser("report", help="print a bundle's recorded measurements as markdown")
     r.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
     return parser
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "measure":
         manifest = json.loads((args.out / "manifest.json").read_text())
-        manifest = B.measure(args.out, manifest, progress=show)
+        manifest = B.measure(args.out, manifest, rows=args.rows, progress=show)
     else:
         manifest = B.build(
             args.out,

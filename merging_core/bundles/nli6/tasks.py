@@ -171,10 +171,10 @@ def _sick(rng: random.Random, label: int) -> tuple[str, str]:
 
 
 def _org(rng: random.Random, avoid: tuple[str, ...] = ()) -> str:
-    while True:
-        name = f"{rng.choice(L.ORG_HEADS)} {rng.choice(L.ORG_TAILS)}"
-        if name not in avoid:
-            return name
+    """A company name whose first word differs from those of ``avoid``."""
+    taken = {a.split()[0] for a in avoid}
+    head = rng.choice([h for h in L.ORG_HEADS if h not in taken])
+    return f"{head} {rng.choice(L.ORG_TAILS)}"
 
 
 def _rte_acquisition(rng: random.Random, entail: bool) -> tuple[str, str]:
@@ -183,8 +183,8 @@ def _rte_acquisition(rng: random.Random, entail: bool) -> tuple[str, str]:
     o3 = _org(rng, (o1, o2))
     city, kind, n = rng.choice(L.CITIES), rng.choice(L.ORG_KINDS), rng.randrange(20, 900, 5)
     premise = _pick(rng, [
-        f"{o1}, {_a(kind)} based in {city}, said on {rng.choice(L.DAYS)} that it had bought {o2} for {n} million dollars.",
-        f"{o2} has been sold to {o1}, {_a(kind)} based in {city}, for {n} million dollars, the companies said.",
+        f"{o1}, {_a(kind)} based in {city}, bought {o2} for {n} million dollars.",
+        f"{o2} was sold to {o1}, {_a(kind)} based in {city}, for {n} million dollars.",
     ])  # fmt: skip
     if entail:
         hyp = _pick(rng, [f"{o1} acquired {o2}.", f"{o2} was bought by {o1}.",
@@ -201,8 +201,8 @@ def _rte_appointment(rng: random.Random, entail: bool) -> tuple[str, str]:
     p1, p2 = rng.sample(L.NAMES, 2)
     role, years = rng.choice(L.ROLES), rng.randrange(3, 30)
     premise = _pick(rng, [
-        f"{p1} was appointed {role} of {org} on {rng.choice(L.DAYS)}, replacing {p2}, who retired after {years} years.",
-        f"After {years} years at {org}, {p2} retired and was succeeded as {role} by {p1}.",
+        f"{p1} became {role} of {org}, replacing {p2}, who retired after {years} years.",
+        f"After {years} years at {org}, {p2} retired; {p1} took over as {role}.",
     ])  # fmt: skip
     if entail:
         hyp = _pick(rng, [f"{p1} is the new {role} of {org}.", f"{p2} retired from {org}.",
