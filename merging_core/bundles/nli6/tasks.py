@@ -189,6 +189,9 @@ def _rte_acquisition(rng: random.Random, entail: bool) -> tuple[str, str]:
     if entail:
         hyp = _pick(rng, [f"{o1} acquired {o2}.", f"{o2} was bought by {o1}.",
                           f"{o1} is based in {city}.", f"{o1} paid {n} million dollars for {o2}."])  # fmt: skip
+    elif rng.random() < 0.5:  # new information: plausible, not stated
+        hyp = _pick(rng, [f"{o1} bought {o2} to enter a new market.", f"{o1} acquired {o2} last year.",
+                          f"{o2} had been losing money before the sale.", f"{o1} is the largest firm in {city}."])  # fmt: skip
     else:
         hyp = _pick(rng, [f"{o2} acquired {o1}.", f"{o1} was bought by {o2}.",
                           f"{o1} is based in {_other(rng, L.CITIES, city)}.", f"{o3} acquired {o2}.",
@@ -207,6 +210,9 @@ def _rte_appointment(rng: random.Random, entail: bool) -> tuple[str, str]:
     if entail:
         hyp = _pick(rng, [f"{p1} is the new {role} of {org}.", f"{p2} retired from {org}.",
                           f"{p2} worked for {org} for {years} years.", f"{p1} replaced {p2}."])  # fmt: skip
+    elif rng.random() < 0.5:
+        hyp = _pick(rng, [f"{p1} was the board's first choice.", f"{p2} was forced to leave {org}.",
+                          f"{p1} previously worked for a rival.", f"{org} grew under {p2}."])  # fmt: skip
     else:
         hyp = _pick(rng, [f"{p2} is the new {role} of {org}.", f"{p1} retired from {org}.",
                           f"{p1} worked for {org} for {years} years.", f"{p2} replaced {p1}.",
@@ -225,6 +231,9 @@ def _rte_founding(rng: random.Random, entail: bool) -> tuple[str, str]:
     if entail:
         hyp = _pick(rng, [f"{p1} founded {org}.", f"{org} was founded in {year}.",
                           f"{org} was started in {city}.", f"{org} has {n} employees."])  # fmt: skip
+    elif rng.random() < 0.5:
+        hyp = _pick(rng, [f"{p1} founded {org} with a bank loan.", f"{org} is the biggest employer in {city}.",
+                          f"{p1} still runs {org}.", f"{org} makes most of its money abroad."])  # fmt: skip
     else:
         hyp = _pick(rng, [f"{p2} founded {org}.", f"{org} was founded in {_other(rng, L.YEARS, year)}.",
                           f"{org} was started in {_other(rng, L.CITIES, city)}.",
