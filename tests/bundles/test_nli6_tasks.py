@@ -1,4 +1,5 @@
-"""The nli6 task generators: deterministic under a seed, balanced, well-formed, not keyword-solvable."""
+"""The nli6 task generators: deterministic under a seed, balanced, well-formed, and not solvable
+by a single keyword."""
 
 import re
 from collections import Counter, defaultdict

@@ -1,4 +1,7 @@
-"""Command line of the nli6 bundle builder: ``python -m merging_core.bundles.nli6 {build,measure,report}``."""
+"""The nli6 bundle builder's command line.
+
+``python -m merging_core.bundles.nli6 {build,measure,report}``.
+"""
 
 from __future__ import annotations
 

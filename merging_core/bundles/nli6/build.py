@@ -286,7 +286,9 @@ def build(
             batch=batch,
             lr=TASK_LR.get(name, lr),
             seed=seed + 17 * (i + 1),
-            progress=(lambda f, m, name=name: _report(progress, i / len(tasks.TASKS), f"{name} {m}")),
+            progress=(
+                lambda f, m, name=name, i=i: _report(progress, i / len(tasks.TASKS), f"{name} {m}")
+            ),
         )
         save_adapter_dir(model, out / "adapters" / name)
         dt = time.perf_counter() - t0
@@ -492,7 +494,9 @@ def report_tables(manifest: dict[str, Any]) -> str:
     lines += ["", "| λ | " + " | ".join(names) + " | average |", "|---" * (len(names) + 2) + "|"]
     for row in ta["grid"]:
         cells = " | ".join(f"{100 * row['normalized'][n]:.1f}" for n in names)
-        lines.append(f"| {row['lambda']:.1f} | {cells} | **{100 * row['average_normalized']:.1f}** |")
+        lines.append(
+            f"| {row['lambda']:.1f} | {cells} | **{100 * row['average_normalized']:.1f}** |"
+        )
     return "\n".join(lines)
 
 

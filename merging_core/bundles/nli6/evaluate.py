@@ -33,8 +33,10 @@ class Scores:
 
 @dataclass
 class TaskData:
-    """One split of one task, tokenised: ``batches`` of ``(input_ids, attention_mask, token_type_ids,
-    labels)`` sorted by length."""
+    """One split of one task, tokenised and sorted by length.
+
+    ``batches`` holds ``(input_ids, attention_mask, token_type_ids, labels)`` tuples.
+    """
 
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
     n_classes: int
@@ -96,7 +98,9 @@ class Evaluator:
             out.append((pooled.pooler_output, labels))
         return out
 
-    def scores(self, deltas: Mapping[str, torch.Tensor], task: str, split: str, *, head: str | None = None) -> Scores:
+    def scores(
+        self, deltas: Mapping[str, torch.Tensor], task: str, split: str, *, head: str | None = None
+    ) -> Scores:
         """Scores of task ``task`` on ``split`` with ``head`` (default: the task's own)."""
         weight, bias = self.heads[head or task]
         n_classes = self.data[(task, split)].n_classes

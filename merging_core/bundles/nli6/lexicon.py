@@ -84,7 +84,8 @@ SICK_ACTIONS = (
 SICK_SUBJECTS = (
     ("man", "person"), ("woman", "person"), ("boy", "kid"), ("girl", "kid"),
     ("child", "kid"), ("lady", "person"), ("guy", "person"), ("monkey", "animal"),
-    ("chef", "cook"), ("teenager", "young person"), ("old man", "person"), ("young woman", "person"),
+    ("chef", "cook"), ("teenager", "young person"), ("old man", "person"),
+    ("young woman", "person"),
 )  # fmt: skip
 # Opposite-state rewrites for SICK contradictions of the subject's state.
 SICK_OPPOSITES = (
@@ -163,7 +164,14 @@ SCI_CLASSES = {
         ("breathe through their skin", "lay eggs in water", "undergo metamorphosis"),
     ),
     "metals": (
-        ("copper wires", "iron nails", "aluminum cans", "silver coins", "gold rings", "zinc plates"),
+        (
+            "copper wires",
+            "iron nails",
+            "aluminum cans",
+            "silver coins",
+            "gold rings",
+            "zinc plates",
+        ),
         ("conduct electricity", "conduct heat well", "can be hammered into sheets"),
     ),
     "gases": (
@@ -178,7 +186,8 @@ SCI_CLASSES = {
 SCI_CONTEXTS = (
     "In biology class,", "According to the textbook,", "As the teacher explained,",
     "Scientists have shown that", "In a lesson on classification,", "The encyclopedia notes that",
-    "", "It is well known that", "A field guide states that", "During the museum tour, the guide said",
+    "", "It is well known that", "A field guide states that",
+    "During the museum tour, the guide said",
     "Most students remember that", "The exam question reminded students that",
 )  # fmt: skip
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one template per line reads better than wrapped f-strings)
 """The six nli6 tasks: seeded generators of sentence pairs that mirror six NLI benchmarks.
 
 Each task mirrors one of the TARA / KnOTS paper's six NLI tasks in format and label set:
@@ -320,7 +321,11 @@ def _mnli_fiction(rng: random.Random, label: int) -> tuple[str, str]:
 
 
 def _mnli_telephone(rng: random.Random, label: int) -> tuple[str, str]:
-    rel, (third, base), freq = rng.choice(L.RELATIVES), rng.choice(L.HOBBIES), rng.choice(L.FREQUENCIES)
+    rel, (third, base), freq = (
+        rng.choice(L.RELATIVES),
+        rng.choice(L.HOBBIES),
+        rng.choice(L.FREQUENCIES),
+    )
     joins = rng.random() < 0.5
     own = f"and i {base} with them sometimes" if joins else f"but i never {base} myself"
     premise = f"yeah well my {rel} {third} {freq} {own} you know"
