@@ -73,6 +73,11 @@ class Encoded:
     attention_mask: torch.Tensor
     labels: torch.Tensor | None
 
+    def by_length(self, count: int) -> torch.Tensor:
+        """Indices of the first ``count`` rows, sorted by token count (stable)."""
+        lengths = self.attention_mask[:count].sum(dim=1)
+        return torch.sort(lengths, stable=True).indices
+
     def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.attention_mask[index]
         length = max(int(mask.sum(dim=1).max()), 1) if mask.numel() else 1
@@ -161,7 +166,9 @@ class TransformersBundle:
         """Per task, base model + that task's trained head (the row in place of zero-shot)."""
         if all(BASE_ROW[split] in e for e in self.manifest["tasks"]):
             return {e["name"]: float(e[BASE_ROW[split]]) for e in self.manifest["tasks"]}
-        return self._measured("base", split, lambda: self._raw_accuracy({}, self.task_names, split))
+        return self._measured(
+            "base", split, lambda: self._raw_accuracy({}, self.task_names, split, self.eval_rows)
+        )
 
     def individual_accuracy(self, split: str = "test") -> dict[str, float]:
         """Per task, its own adapter's accuracy (the normalisers)."""
@@ -177,7 +184,7 @@ class TransformersBundle:
     def _individual(self, split: str) -> dict[str, float]:
         adapters = self.adapter_set()
         return {
-            t: self._raw_accuracy(_deltas(adapters.adapters[i]), [t], split)[t]
+            t: self._raw_accuracy(_deltas(adapters.adapters[i]), [t], split, self.eval_rows)[t]
             for i, t in enumerate(self.task_names)
         }
 
@@ -195,20 +202,33 @@ class TransformersBundle:
             raise BundleError(f"task {task!r} has no {split} split in bundle {self.name!r}")
         return self.data[(task, split)]
 
+    @property
+    def eval_rows(self) -> int | None:
+        """Rows per task and split that evaluation scores by default (the manifest's
+        ``measured_rows``, on which its normalisers were measured; None = every row)."""
+        rows = self.manifest.get("measured_rows")
+        return int(rows) if rows else None
+
     def evaluate(
         self,
         deltas: Mapping[str, torch.Tensor] | Any,
         *,
         tasks: Sequence[str] | None = None,
         split: str = "test",
+        rows: int | None = None,
     ) -> dict[str, Any]:
         """Accuracy of base + ``deltas`` on each task with its own head, and normalised accuracy
-        (accuracy / the task's individual accuracy on the same split).
+        (accuracy / the task's individual accuracy on the same split and rows).
 
         Space: ΔW (dense per-module updates added to the base weights, functionally).
+
+        Args:
+            rows: score the first ``rows`` rows of each task (default :attr:`eval_rows`, the
+                subset the manifest's normalisers were measured on; 0 = every row).
         """
         names = list(self.task_names if tasks is None else tasks)
-        raw = self._raw_accuracy(_as_deltas(deltas), names, split)
+        limit = self.eval_rows if rows is None else (rows or None)
+        raw = self._raw_accuracy(_as_deltas(deltas), names, split, limit)
         ref = self.individual_accuracy(split) if split in NORMALISER else {}
         out: dict[str, Any] = {"tasks": {}}
         for name in names:
@@ -220,16 +240,18 @@ class TransformersBundle:
         return out
 
     @torch.inference_mode()
-    def _raw_accuracy(self, deltas: Mapping[str, torch.Tensor], names, split) -> dict[str, float]:
+    def _raw_accuracy(
+        self, deltas: Mapping[str, torch.Tensor], names, split, limit: int | None = None
+    ) -> dict[str, float]:
         require_unpatched(self.model)
         weights = self._merged_weights(deltas)
         out = {}
         for name in names:
             enc = self._encoded(name, split)
-            labels = self.labels(name, split)
+            labels = self.labels(name, split)[:limit]
+            order = enc.by_length(labels.shape[0])  # similar lengths share a chunk: less padding
             correct = 0
-            for start in range(0, labels.shape[0], EVAL_CHUNK):
-                index = torch.arange(start, min(start + EVAL_CHUNK, labels.shape[0]))
+            for index in order.split(EVAL_CHUNK):
                 feats = self.runner.features(enc.rows(index), weights)
                 correct += int((self.heads[name](feats).argmax(-1) == labels[index]).sum())
             out[name] = correct / max(labels.shape[0], 1)
