@@ -3,13 +3,13 @@
 import streamlit as st
 
 from app_support import state
+from app_support.bundle_view import bundle_panel
 from app_support.loading import adapter_rows, load_from_path, load_from_uploads
 from app_support.merging import identity_error
 from app_support.workset import (
     add_user_adapters,
     all_adapters,
     bundle_adapters,
-    load_bundle,
     select,
     selected_names,
     working_set,
@@ -22,24 +22,10 @@ IDENTITY_TOLERANCE = 1e-5
 state.init_state()
 st.title("Adapters")
 st.caption(
-    "LoRA adapters to analyse and merge. The app opens on the vision8 sample bundle; add your own "
+    "LoRA adapters to analyse and merge. The app opens on the vision8 sample bundle; pick nli6 "
+    "(six NLI tasks on a real pretrained MiniLM) or your own bundle folder, or add your own "
     "PEFT adapters (adapter_config.json + adapter_model.safetensors) from a folder or by upload."
 )
-
-
-def bundle_panel() -> None:
-    name = st.session_state[state.BUNDLE_NAME]
-    bundle, reason = load_bundle(name) if name else (None, "no bundle selected")
-    if bundle is None:
-        st.info(
-            f"Sample bundle **{name}** is not available: {reason}. "
-            "You can still load your own adapters below; weight-only pages work without it."
-        )
-        return
-    st.toggle(
-        f"Use the **{name}** sample bundle ({len(bundle.task_names)} tasks)",
-        key=state.USE_BUNDLE,
-    )
 
 
 def remember(adapters, errors) -> None:

@@ -118,6 +118,7 @@ class Bundle:
         *,
         tasks: Sequence[str] | None = None,
         split: str = "test",
+        rows: int | None = None,
     ) -> dict[str, Any]:
         """Accuracy of base + ``deltas`` on each task, and accuracy normalised by the individual
         fine-tuned accuracy on the same split (the paper's metric, as a fraction).
@@ -129,6 +130,8 @@ class Bundle:
                 (its ``.deltas()`` is used). Paths are ``encoder`` Linear paths. Empty = base model.
             tasks: task names to score (default: all, in bundle order).
             split: ``"test"`` (reporting) or ``"validation"``.
+            rows: score only the first ``rows`` inputs of each task (None or 0 = all; the
+                normalisers stay the whole split's).
 
         Returns:
             ``{"tasks": {name: {"accuracy": a, "normalized": a / individual}},
@@ -138,8 +141,8 @@ class Bundle:
         out: dict[str, Any] = {"tasks": {}}
         for name, f in self.features(deltas, tasks=tasks, split=split).items():
             head = self.heads[name]
-            preds = (torch.nn.functional.normalize(f, dim=-1) @ head.T).argmax(-1)
-            acc = float((preds == self.labels(name, split)).float().mean())
+            preds = (torch.nn.functional.normalize(f[: rows or None], dim=-1) @ head.T).argmax(-1)
+            acc = float((preds == self.labels(name, split)[: rows or None]).float().mean())
             ref = self._entry(name).get(NORMALISER[split])
             out["tasks"][name] = {"accuracy": acc, "normalized": acc / ref if ref else None}
         norms = [t["normalized"] for t in out["tasks"].values()]

@@ -122,12 +122,13 @@ class FakeBundle:
         return {n: float((self._predict(i, {}) == self.labels[n]).float().mean())
                 for i, n in enumerate(self.task_names)}  # fmt: skip
 
-    def evaluate(self, deltas, *, tasks=None, split="test"):
+    def evaluate(self, deltas, *, tasks=None, split="test", rows=None):
         deltas = deltas.deltas() if hasattr(deltas, "deltas") else deltas
         out = {"tasks": {}}
         for name in tasks or self.task_names:
             i = self.task_names.index(name)
-            acc = float((self._predict(i, deltas) == self.labels[name]).float().mean())
+            hits = self._predict(i, deltas) == self.labels[name]
+            acc = float(hits[: rows or None].float().mean())
             out["tasks"][name] = {"accuracy": acc, "normalized": acc}
         norms = [t["normalized"] for t in out["tasks"].values()]
         out["average_normalized"] = sum(norms) / len(norms)
