@@ -14,11 +14,16 @@ entropies on unlabeled validation batches against the anchors ``z_i`` (each adap
 entropy), as the official code runs it (tara.md §3): init ``λ/N = 0.4`` (= Task Arithmetic at
 ``λ = 0.4``), AdamW lr 1e-3, one batch of 16 per task per step, ``α = 1``, ``ρ = 1/N``.
 
-The entropies (and anchors) are those of ``softmax(s · cos)`` with ``s = entropy_scale``. The
-official code uses un-scaled cosines (``s = 1``, tara.md §6.1); our bundles' heads use CLIP's
-``logit_scale`` (≈ 14.5 on vision8). The default ``s = 3`` was chosen on vision8's validation
-split (seed 0, 250 steps; average normalised accuracy TARA-A 42.1 / 45.8 / 41.1 and TARA-B
-29.9 / 30.2 / 29.9 at s = 1 / 3 / 14.5). Every setting stays below Task Arithmetic there.
+The entropies (and anchors) are those of ``softmax(s · z)``, ``z`` the head's un-scaled logits
+(cosines for zero-shot heads, as in the official code, tara.md §6.1; raw logits for trained
+heads) and ``s = entropy_scale``; 0 (the default) takes the task data's own scale, which a bundle
+may record (``base_model.entropy_scale``) and which is 1 — the official un-scaled form —
+otherwise. Neither shipped bundle records one. (An earlier round picked ``s = 3`` on vision8's
+validation split; that tuned a method's default to a bundle, and is gone.)
+
+Steps: 0 (the default) follows the official schedule, 5 epochs of ``min(50, ⌈N_val / batch⌉)``
+steps, where ``N_val`` is the smallest task's unlabeled split (250 only when every task has
+≥ 800 inputs at batch 16; 40 on vision8, 160 on nli6).
 
 Reference: https://arxiv.org/abs/2603.26299
 """
@@ -127,7 +132,7 @@ ENTROPY_SCALE_PARAM = Param(
     "entropy_scale", "float", 0.0, low=0.0, high=100.0, step=0.5,
     help="Scale inside the entropy objective and anchors: softmax(s · z), z the head's un-scaled "
          "logits (cosines for zero-shot heads, as in the official TARA code). 0 = the task "
-         "data's own (vision8: 3; trained heads: 1). Evaluation is never affected.",
+         "data's own (1 unless the bundle records one). Evaluation is never affected.",
 )  # fmt: skip
 
 PRECISION_PARAM = Param(
