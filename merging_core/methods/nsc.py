@@ -32,7 +32,8 @@ Which modules enter the loss (``loss_modules``):
   gave 48.6 normalised test accuracy, the official choice 45.0 (Task Arithmetic at the start
   point λ/T = 0.125: 56.1; both runs end below their start). There the loss barely moves
   (0.887 -> 0.882 over 500 steps: rank-16 row spaces in 128-d inputs) while AdamW's normalised
-  steps still move each λ by up to about ``lr · steps`` (final range −0.41 … 0.64).
+  steps still move each λ by up to about ``lr · steps`` (final range −0.41 … 0.64); at
+  ``lr = 1e-4`` the λ stay in 0.07 … 0.18 and the merge scores 56.6.
 * ``"last_quarter_v_proj"``: as the official code, the value projections (last path part
   ``v_proj``, or ``value`` as in BERT) in the last quarter of the blocks; the official hooks
   ``v_proj`` in blocks 24–31 of LLaVA's 32.
