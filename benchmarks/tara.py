@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rows",
         default=None,
-        help="comma list of data-driven rows: ada_original,ada_repo,tara_a,tara_b",
+        help="comma list of data-driven rows: ada_original,ada_repo,tara_a,tara_b,tara_b_abs,"
+        "nsc,nsc_official (default: the first four)",
     )
     p.add_argument(
         "--threads",
@@ -274,9 +275,14 @@ def table(
         "TARA-B": lambda s: merge(adapters, "tara_b", seed=s, steps=steps, **kw),
         "TARA-B (|H−z|, ablation)": lambda s: merge(
             adapters, "tara_b", seed=s, steps=steps, scalarisation="stch_abs", **kw),
+        "NSC-Merging (all modules)": lambda s: merge(
+            adapters, "nsc", seed=s, task_data=context, cache=kw["cache"]),
+        "NSC-Merging (official: last-quarter v_proj)": lambda s: merge(
+            adapters, "nsc", seed=s, loss_modules="last_quarter_v_proj", task_data=context,
+            cache=kw["cache"]),
     }  # fmt: skip
     evaluate = _normalised(bundle)
-    ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs")
+    ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs", "nsc", "nsc_official")
     keys = dict(zip(ids, runners, strict=True))
     chosen = [keys[k] for k in only] if only else list(runners)[:4]
     for label in chosen:

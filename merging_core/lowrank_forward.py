@@ -12,11 +12,14 @@ Two exact routes per module, chosen by cost (``route="auto"``):
 * ``dense``: for an ``nn.Linear`` whose update rank is so high that ``R·(d_in + d_out) ≥
   d_in·d_out``, the layer runs ``linear(x, W_0 + B A, bias)``; ``B A`` is formed transiently once
   per forward and the per-token cost is the base layer's alone.
+
+Optionally the block also *captures* chosen modules' inputs (``capture``): a data-driven method
+that scores layer inputs (NSC-Merging) sees them without touching the model itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,12 +35,16 @@ def patched(
     updates: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     *,
     route: str = "auto",
+    capture: MutableMapping[str, list[torch.Tensor]] | None = None,
 ) -> Iterator[nn.Module]:
     """``model`` with ``B (A x)`` added to each ``updates`` path's output while the block runs.
 
     Args:
         model: the frozen base model. updates: path -> ``(B (d_out, R), A (R, d_in))``.
         route: ``"auto"``, ``"factored"`` or ``"dense"`` (see the module docstring).
+        capture: optional path -> list; every forward of the submodule at a path (patched or
+            not) appends that module's input ``x`` ``(..., d_in)`` to its list, as it entered the
+            module (not detached: gradients flow back through it into the updates).
 
     Raises:
         KeyError: a path that is not a submodule. RuntimeError: ``model`` is already patched.
@@ -54,6 +61,8 @@ def patched(
     overridden: list[nn.Module] = []
     setattr(model, _FLAG, True)
     try:
+        for path, inputs in (capture or {}).items():
+            handles.append(_layer(model, path).register_forward_pre_hook(_recorder(inputs)))
         for path, (B, A) in updates.items():
             layer = _layer(model, path)
             if _dense(layer, B, route):
@@ -99,6 +108,13 @@ def _merged_forward(layer: nn.Linear, B: torch.Tensor, A: torch.Tensor) -> Calla
         return nn.functional.linear(x, weight, layer.bias)
 
     return forward
+
+
+def _recorder(inputs: list[torch.Tensor]) -> Callable[..., None]:
+    def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        inputs.append(args[0])
+
+    return hook
 
 
 def _hook(B: torch.Tensor, A: torch.Tensor) -> Callable[..., torch.Tensor]:

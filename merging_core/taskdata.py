@@ -10,6 +10,12 @@ Shapes:
       linear layout; while a forward runs, each targeted module's output gains ``B (A x)``
       (``ΔW = B·A``). The tensors may require grad; gradients flow into them.
     * ``features(...)``: one ``(n_b, d_feat)`` tensor per batch, the inputs of the heads.
+    * ``capture`` (optional): module path -> list. Each forward of that module during the call
+      appends its input ``x`` ``(N, ..., d_in)`` to the list: the batches' rows stacked in
+      batch order (``N = Σ_b n_b``; rows ``offset_b … offset_b + n_b − 1`` are batch ``b``), the
+      middle dimensions whatever the model has there (``(N, tokens, d_in)`` for transformers;
+      text batches right-padded to the longest, pad positions included). The tensors are not
+      detached, so a loss on them back-propagates into ``updates``.
     * ``logits(task, features)``: ``(n, C_task)``, that task's head on those features.
 
 Tasks are named like the adapters fine-tuned on them, so a merge over any subset of adapters finds
@@ -18,7 +24,7 @@ its tasks by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -56,12 +62,17 @@ class TaskData(Protocol):
         ...
 
     def features(
-        self, batches: Sequence[Any], updates: Mapping[str, LowRankUpdate] | None = None
+        self,
+        batches: Sequence[Any],
+        updates: Mapping[str, LowRankUpdate] | None = None,
+        capture: MutableMapping[str, list[torch.Tensor]] | None = None,
     ) -> list[torch.Tensor]:
         """Head-input features of each batch under base + ``updates`` (one forward pass).
 
         The updates are applied for the duration of this call only; the base model is never
-        left modified, so nothing else can see (or double-apply) them.
+        left modified, so nothing else can see (or double-apply) them. ``capture`` (see the
+        module docstring) receives the inputs of the named modules during this forward;
+        implementations pass it to :func:`merging_core.lowrank_forward.patched`.
         """
         ...
 

@@ -34,6 +34,37 @@ def check_task_data(data: TaskData, updates: dict) -> None:
     assert logits.shape[0] == len(index) and logits.shape[1] >= 2
     one = data.logits(data.task_names[0], base[0], scale=1.0)
     torch.testing.assert_close(data.logits(data.task_names[0], base[0], scale=2.5), 2.5 * one)
+    check_capture(data, batches, updates)
+
+
+def check_capture(data: TaskData, batches: list, updates: dict) -> None:
+    """``capture``: each chosen module's input once per forward, ``(N, ..., d_in)`` with the
+    batches' rows in order, the graph kept (a loss on it reaches the updates), features unchanged.
+
+    ``updates``' last path must come after another one in the forward (true of every bundle's
+    module order: blocks in depth order).
+    """
+    first, last = list(updates)[0], list(updates)[-1]
+    leaf = {p: (B.clone().requires_grad_(True), A) for p, (B, A) in updates.items()}
+    captured: dict[str, list] = {first: [], last: []}
+    feats = data.features(batches, leaf, captured)
+    with torch.no_grad():
+        plain = data.features(batches, updates)
+    for f, g in zip(feats, plain, strict=True):
+        torch.testing.assert_close(f.detach(), g)
+    rows = sum(int(f.shape[0]) for f in feats)
+    for path, inputs in captured.items():
+        assert len(inputs) == 1, f"{path}: {len(inputs)} captures for one forward"
+        assert inputs[0].shape[0] == rows and inputs[0].shape[-1] == updates[path][1].shape[1]
+    captured[last][0].float().square().sum().backward()
+    assert any(float(B.grad.abs().sum()) > 0 for B, _ in leaf.values() if B.grad is not None)
+    alone: dict[str, list] = {last: []}
+    with torch.no_grad():
+        data.features(batches[:1], updates, alone)
+    head, own = captured[last][0][: feats[0].shape[0]].detach(), alone[last][0]
+    if head.dim() == 3:  # token inputs: the joint call may pad further
+        head = head[:, : own.shape[1]]
+    torch.testing.assert_close(head, own, atol=1e-4, rtol=1e-4)
 
 
 def adapter_updates(adapter_set) -> dict:

@@ -7,7 +7,7 @@ objective at scale ``s`` sees ``s · cos`` (the official TARA code uses ``s = 1`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -55,10 +55,13 @@ class CosineTaskData:
         return self.inputs[self.task_names[task_position(self, task)]][index.to(self.device)]
 
     def features(
-        self, batches: Sequence[torch.Tensor], updates: Mapping[str, LowRankUpdate] | None = None
+        self,
+        batches: Sequence[torch.Tensor],
+        updates: Mapping[str, LowRankUpdate] | None = None,
+        capture: MutableMapping[str, list[torch.Tensor]] | None = None,
     ) -> list[torch.Tensor]:
         x = torch.cat([b.to(self.device) for b in batches])
-        with patched(self.encoder, updates or {}):
+        with patched(self.encoder, updates or {}, capture=capture):
             feats = self.encoder(x)
         return list(feats.split([b.shape[0] for b in batches]))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,9 +314,10 @@ class TextTaskData:
         self,
         batches: Sequence[Mapping[str, torch.Tensor]],
         updates: Mapping[str, LowRankUpdate] | None = None,
+        capture: MutableMapping[str, list[torch.Tensor]] | None = None,
     ) -> list[torch.Tensor]:
         inputs = _concat_padded(batches, self.device)
-        with patched(self.runner.model, updates or {}):
+        with patched(self.runner.model, updates or {}, capture=capture):
             feats = self.runner.features(inputs)
         return list(feats.split([int(b["input_ids"].shape[0]) for b in batches]))
 

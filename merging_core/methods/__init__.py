@@ -13,6 +13,7 @@ from merging_core.methods import pico  # noqa: F401
 from merging_core.methods import svd_cur  # noqa: F401
 from merging_core.methods import core_space  # noqa: F401
 from merging_core.methods import lora_lego  # noqa: F401
+from merging_core.methods import nsc  # noqa: F401
 from merging_core.methods.registry import (
     MethodInfo,
     Param,
