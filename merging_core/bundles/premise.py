@@ -209,3 +209,48 @@ def report(premise: dict[str, Any]) -> str:
     lines += ["", "Coverage ratio (rank-1 stack erank / Σ per-task erank), mean over blocks: "
               + ", ".join(f"{k} {statistics.mean(v):.2f}" for k, v in by_kind.items())]  # fmt: skip
     return "\n".join(lines)
+
+
+def labelled_oracle(
+    bundle: Any, *, steps: int = 60, lr: float = 1e-2, split: str = "validation"
+) -> dict[str, Any]:
+    """Headroom of AdaMerging's parametrisation with labels (an oracle no user has, never a
+    method): layer-wise coefficients ``c (T, M)`` from the TA point, trained with the labelled
+    cross-entropy on ``split`` (full batch, Adam), then scored on test.
+
+    Returns:
+        ``{"steps", "ta_lambda", "test": bundle.evaluate(...) of the trained merge}``.
+    """
+    adapters = bundle.adapter_set()
+    names = list(bundle.task_names)
+    deltas = [{m: a.delta(m) for m in a.modules} for a in adapters]
+    individual = {t: bundle._entry(t)["individual_validation_accuracy"] for t in names}
+    avg = {}
+    for lam in TA_GRID[1:]:
+        res = bundle.evaluate(_scaled(deltas, lam), split=split)
+        avg[lam] = statistics.mean(res["tasks"][t]["accuracy"] / individual[t] for t in names)
+    start = max(avg, key=avg.get)
+    modules = list(deltas[0])
+    c = torch.full((len(deltas), len(modules)), float(start), requires_grad=True)
+    base = {m: bundle.encoder.get_submodule(m).weight.detach() for m in modules}
+    opt = torch.optim.Adam([c], lr=lr)
+
+    def merged(coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            m: sum(coeffs[t, j] * deltas[t][m] for t in range(len(deltas)))
+            for j, m in enumerate(modules)
+        }
+
+    for _ in range(steps):
+        opt.zero_grad()
+        weights = {f"{m}.weight": base[m] + dw for m, dw in merged(c).items()}
+        for task in names:
+            tokens = bundle._tokens(task, split).clone()
+            feats = functional_call(bundle.encoder, weights, (tokens,), {"embedded": True})
+            logits = bundle.logit_scale * _cos(bundle, task, feats)
+            loss = F.cross_entropy(logits, bundle.labels(task, split))
+            loss.backward(retain_graph=True)
+        opt.step()
+    with torch.no_grad():
+        final = {m: dw.detach() for m, dw in merged(c).items()}
+    return {"steps": steps, "ta_lambda": start, "test": bundle.evaluate(final)}

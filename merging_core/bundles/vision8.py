@@ -489,7 +489,19 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", type=Path, default=DEFAULT_OUT)
     r = sub.add_parser("report", help="print the shipped manifest's measurements as markdown")
     r.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    c = sub.add_parser("premise", help="premise checks of a bundle folder, with its labels")
+    c.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument(
+        "--oracle-steps",
+        type=int,
+        default=0,
+        help="also train layer-wise coefficients with labels for this many steps (a headroom "
+        "oracle, never a method) and print its test score",
+    )
     args = parser.parse_args(argv)
+    if args.command == "premise":
+        return _premise_command(args)
     if args.command == "measure":
         measure(args.out, json.loads((args.out / "manifest.json").read_text()))
         print(report_tables(json.loads((args.out / "manifest.json").read_text())))
@@ -521,6 +533,27 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(premise.report(manifest["premise"]))
     return 0
+
+
+def _premise_command(args: argparse.Namespace) -> int:
+    from merging_core.bundles import premise
+    from merging_core.bundles.loading import load_bundle_from
+
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle_from(args.out)
+    checks = premise.premise_checks(bundle)
+    print(premise.report(checks))
+    for line in premise.failures(checks):
+        print(f"FAILED {line}")
+    if args.oracle_steps:
+        oracle = premise.labelled_oracle(bundle, steps=args.oracle_steps)
+        ta = bundle.manifest.get("reference_results", {}).get("task_arithmetic", {})
+        print(
+            f"\nlabelled oracle (layer-wise, {args.oracle_steps} steps from TA λ "
+            f"{oracle['ta_lambda']:.1f}): test {100 * oracle['test']['average_normalized']:.1f} "
+            f"normalised; TA best {100 * ta.get('best_average_normalized', float('nan')):.1f}"
+        )
+    return 0 if checks["all_pass"] else 1
 
 
 if __name__ == "__main__":
