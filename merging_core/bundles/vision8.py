@@ -278,6 +278,7 @@ def build(
     recipe: str = "v1",
     quick: bool = False,
     threads: int = 2,
+    require_premise: bool = True,
     progress: Progress = None,
 ) -> dict[str, Any]:
     """Build the whole bundle into ``out``; returns the manifest (also written to disk).
@@ -287,6 +288,8 @@ def build(
         base_from: reuse the base encoder of a bundle built earlier with the same ``seed`` and
             ``pretrain_steps`` instead of pretraining again (a shortcut while tuning adapters).
         recipe: a key of :data:`RECIPES`; ``quick`` uses its reduced version.
+        require_premise: raise :class:`PremiseError` (after writing the manifest) when a task
+            misses a premise check (recipes other than v1, whose bundle predates the checks).
     """
     from merging_core.bundles import text
 
@@ -361,7 +364,21 @@ def build(
         manifest["premise"] = premise.premise_checks(load_bundle_from_folder(out))
         manifest["build"]["seconds_with_checks"] = round(time.perf_counter() - start, 1)
         write_manifest(out, manifest)
+        failed = premise.failures(manifest["premise"])
+        if require_premise and failed:
+            raise PremiseError(out, failed)
     return manifest
+
+
+class PremiseError(RuntimeError):
+    """A built bundle misses a premise check (its manifest, with the numbers, is written)."""
+
+    def __init__(self, out: Path, failed: list[str]) -> None:
+        super().__init__(
+            f"bundle built in {out} misses {len(failed)} premise check(s):\n  "
+            + "\n  ".join(failed)
+        )
+        self.out, self.failed = out, failed
 
 
 def load_bundle_from_folder(out: Path):
@@ -514,7 +531,27 @@ def main(argv: list[str] | None = None) -> int:
     def show(fraction: float, message: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    manifest = build(
+    try:
+        manifest = _build_from_args(args, show)
+    except PremiseError as err:
+        manifest = json.loads((err.out / "manifest.json").read_text())
+        print(report_tables(manifest))
+        from merging_core.bundles import premise
+
+        print("\n" + premise.report(manifest["premise"]))
+        print(f"\nFAILED: {err}", file=sys.stderr)
+        return 1
+    print(report_tables(manifest))
+    if "premise" in manifest:
+        from merging_core.bundles import premise
+
+        print()
+        print(premise.report(manifest["premise"]))
+    return 0
+
+
+def _build_from_args(args: argparse.Namespace, show: Callable[[float, str], None]):
+    return build(
         args.out,
         seed=args.seed,
         pretrain_steps=args.pretrain_steps,
@@ -526,13 +563,6 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         progress=show,
     )
-    print(report_tables(manifest))
-    if "premise" in manifest:
-        from merging_core.bundles import premise
-
-        print()
-        print(premise.report(manifest["premise"]))
-    return 0
 
 
 def _premise_command(args: argparse.Namespace) -> int:
