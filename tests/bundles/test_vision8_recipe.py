@@ -78,3 +78,19 @@ def test_premise_gradients_match_finite_differences(bundle, adapters):
     eps = 1e-2
     fd = (summed_entropy(0.3 + eps) - summed_entropy(0.3 - eps)) / (2 * eps)
     assert float(g_h[0].sum()) == pytest.approx(fd, rel=0.05, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_shipped_premise_record_matches_a_fresh_evaluation(bundle):
+    recorded = bundle.manifest.get("premise")
+    if recorded is None:
+        pytest.skip("the shipped bundle was built by the v1 recipe, before the premise checks")
+    fresh = premise.premise_checks(bundle)
+    assert fresh["ta_lambda"] == recorded["ta_lambda"]
+    assert fresh["all_pass"] == recorded["all_pass"]
+    for name, rec in recorded["tasks"].items():
+        got = fresh["tasks"][name]
+        for key in ("calibration_gap", "gradient_cosine", "entropy_accuracy_correlation"):
+            assert got[key] == pytest.approx(rec[key], abs=1e-4), (name, key)
+        assert got["own_entropy"] == pytest.approx(rec["own_entropy"], abs=1e-5)
+        assert got["passes"] == rec["passes"]
