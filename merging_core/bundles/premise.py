@@ -120,12 +120,17 @@ def coverage_per_layer(adapters: Any) -> dict[str, float]:
     return out
 
 
-def premise_checks(bundle: Any, *, split: str = "validation") -> dict[str, Any]:
-    """All premise checks of a built bundle (see the module docstring); JSON-ready."""
+def premise_checks(
+    bundle: Any, *, split: str = "validation", entropy_scale: float | None = None
+) -> dict[str, Any]:
+    """All premise checks of a built bundle (see the module docstring); JSON-ready.
+
+    ``entropy_scale``: the scale inside the entropies (default: the bundle's, as the methods).
+    """
     adapters = bundle.adapter_set()
     names = list(bundle.task_names)
     deltas = [{m: a.delta(m) for m in a.modules} for a in adapters]
-    s = _entropy_scale(bundle)
+    s = _entropy_scale(bundle) if entropy_scale is None else float(entropy_scale)
     ta = {lam: {t: _stats(bundle, t, _scaled(deltas, lam), split, s) for t in names}
           for lam in TA_GRID}  # fmt: skip
     individual = {t: bundle._entry(t)["individual_validation_accuracy"] for t in names}

@@ -510,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, default=DEFAULT_OUT)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument(
+        "--entropy-scale",
+        type=float,
+        default=None,
+        help="scale inside the entropies (default: the bundle's, as the methods use it)",
+    )
+    c.add_argument(
         "--oracle-steps",
         type=int,
         default=0,
@@ -571,7 +577,7 @@ def _premise_command(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     bundle = load_bundle_from(args.out)
-    checks = premise.premise_checks(bundle)
+    checks = premise.premise_checks(bundle, entropy_scale=args.entropy_scale)
     print(premise.report(checks))
     for line in premise.failures(checks):
         print(f"FAILED {line}")
