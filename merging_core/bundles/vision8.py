@@ -15,6 +15,13 @@ Steps (all on CPU, two threads, about 5-10 minutes):
 4. Write the heads, the validation / test arrays (uint8), the manifest, then load the bundle back
    and record zero-shot, individual and Task Arithmetic (λ grid) accuracies in the manifest.
 
+Recipes (:data:`RECIPES`): ``v1`` (default) rebuilds the shipped bundle. ``v2`` (``--recipe v2``,
+``--quick`` for a reduced iteration run) is the rebuild proposed for the entropy premise: real
+MNIST digits, ten-class digit tasks, a broad, calibrated base, r=4 adapters, 512 / 2 048
+validation / test images; its build records :mod:`merging_core.bundles.premise`'s checks in the
+manifest and fails loudly (after writing it) when a task misses one. ``premise --out FOLDER``
+re-runs the checks on any built folder, with ``--oracle-steps N`` a labelled headroom yardstick.
+
 Library functions report through an optional ``progress(fraction, message)`` callback; only
 :func:`main` prints.
 """
