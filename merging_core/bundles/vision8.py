@@ -112,6 +112,7 @@ RECIPES: dict[str, Recipe] = {
         n_test=2048,
     ),
 }
+# v2 with stronger calibration pressure (more label smoothing, a lower temperature cap).
 RECIPES["v2b"] = replace(RECIPES["v2"], name="v2b", label_smoothing=0.2, max_logit_scale=12.0)
 
 
