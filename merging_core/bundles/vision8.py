@@ -15,6 +15,13 @@ Steps (all on CPU, two threads, about 5-10 minutes):
 4. Write the heads, the validation / test arrays (uint8), the manifest, then load the bundle back
    and record zero-shot, individual and Task Arithmetic (λ grid) accuracies in the manifest.
 
+Recipes (:data:`RECIPES`): ``v1`` (default) rebuilds the shipped bundle. ``v2`` (``--recipe v2``,
+``--quick`` for a reduced iteration run) is the rebuild proposed for the entropy premise: real
+MNIST digits, ten-class digit tasks, a broad, calibrated base, r=4 adapters, 512 / 2 048
+validation / test images; its build records :mod:`merging_core.bundles.premise`'s checks in the
+manifest and fails loudly (after writing it) when a task misses one. ``premise --out FOLDER``
+re-runs the checks on any built folder, with ``--oracle-steps N`` a labelled headroom yardstick.
+
 Library functions report through an optional ``progress(fraction, message)`` callback; only
 :func:`main` prints.
 """
@@ -29,6 +36,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +58,69 @@ LORA_BATCH = 64
 N_VALIDATION = 128
 N_TEST = 128
 LAMBDA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a build's outcome depends on besides the seed.
+
+    ``v1`` is the shipped bundle's recipe. ``v2`` follows the diagnosis of the shipped bundle:
+    adapters a small fraction of the width (r=4: Σ rᵢ = 32 of 128 directions), a broader,
+    calibrated base (real MNIST digits in both polarities, varied poses and backdrops, more
+    captions, label smoothing, a capped temperature), ten-class digit tasks instead of a
+    two-class one, gentler adapters, and larger validation / test splits.
+    """
+
+    name: str
+    tasks: str = "v1"
+    config: ViTConfig = field(default_factory=ViTConfig)
+    rank: int = 16
+    pretrain_steps: int = PRETRAIN_STEPS
+    pretrain_batch: int = 128
+    pretrain_lr: float = 2e-3
+    label_smoothing: float = 0.0
+    max_logit_scale: float = 100.0
+    lora_steps: int = LORA_STEPS
+    lora_lr: float = LORA_LR
+    n_validation: int = N_VALIDATION
+    n_test: int = N_TEST
+
+    def quick(self) -> Recipe:
+        """A reduced version for iterating on recipes (fewer steps and images; never shipped)."""
+        return replace(
+            self,
+            name=f"{self.name}-quick",
+            pretrain_steps=self.pretrain_steps // 2,
+            lora_steps=self.lora_steps // 2,
+            n_validation=min(self.n_validation, 256),
+            n_test=min(self.n_test, 512),
+        )
+
+
+RECIPES: dict[str, Recipe] = {
+    "v1": Recipe("v1"),
+    "v2": Recipe(
+        "v2",
+        tasks="v2",
+        rank=4,
+        pretrain_steps=900,
+        label_smoothing=0.1,
+        max_logit_scale=20.0,
+        lora_steps=300,
+        lora_lr=1e-3,
+        n_validation=512,
+        n_test=2048,
+    ),
+}
+# v2 with stronger calibration pressure (more label smoothing, a lower temperature cap).
+RECIPES["v2b"] = replace(RECIPES["v2"], name="v2b", label_smoothing=0.2, max_logit_scale=12.0)
+
+
+def get_recipe(name: str, *, quick: bool = False) -> Recipe:
+    """The build recipe called ``name`` (``quick``: its reduced version)."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown vision8 recipe {name!r}; known: {list(RECIPES)}")
+    return RECIPES[name].quick() if quick else RECIPES[name]
 
 
 def _report(progress: Progress, fraction: float, message: str) -> None:
@@ -76,11 +147,18 @@ def pretrain(
     batch: int,
     seed: int,
     progress: Progress = None,
+    mix: str = "v1",
+    label_smoothing: float = 0.0,
+    max_logit_scale: float = 100.0,
+    lr: float = 2e-3,
 ) -> tuple[TinyViT, float]:
     """CLIP-style pretraining against frozen text embeddings.
 
     Args:
         concept_heads: ``(K, embed_dim)`` normalised caption embeddings of the pretraining concepts.
+        mix: the pretraining mix (:func:`pretrain_data.draw_pretrain`'s ``recipe``).
+        label_smoothing / max_logit_scale: keep the learned temperature from driving the base
+            to over-confidence (v1: none / 100, CLIP's cap).
 
     Returns:
         ``(encoder, logit_scale)``: the trained encoder (eval mode) and the learned temperature.
@@ -92,15 +170,16 @@ def pretrain(
     gen = torch.Generator().manual_seed(seed + 1)
     model.train()
     for step in range(steps):
-        _set_lr(opt, _cosine_lr(step, steps, 2e-3, warmup=max(1, steps // 15)))
-        images, concept = pretrain_data.draw_pretrain(batch, gen)
+        _set_lr(opt, _cosine_lr(step, steps, lr, warmup=max(1, steps // 15)))
+        images, concept = pretrain_data.draw_pretrain(batch, gen, mix)
         feats = F.normalize(model(images), dim=-1)  # (batch, embed_dim)
-        loss = F.cross_entropy(log_scale.exp() * feats @ concept_heads.T, concept)
+        logits = log_scale.exp() * feats @ concept_heads.T
+        loss = F.cross_entropy(logits, concept, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            log_scale.clamp_(max=math.log(100.0))
+            log_scale.clamp_(max=math.log(max_logit_scale))
         if step % 50 == 0 or step == steps - 1:
             _report(
                 progress, (step + 1) / steps, f"pretrain step {step + 1}/{steps} loss {loss:.3f}"
@@ -108,11 +187,11 @@ def pretrain(
     return model.eval(), float(log_scale.detach().exp())
 
 
-def lora_config(config: ViTConfig):
-    """The KnOTS recipe: r=16, α=16, dropout 0.1 on q/k/v/out_proj of every block."""
+def lora_config(config: ViTConfig, rank: int = 16):
+    """The KnOTS recipe: r=16, α=16, dropout 0.1 on q/k/v/out_proj of every block (v2: r=α=4)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=16, lora_alpha=16, lora_dropout=0.1, target_modules=list(TARGETS))
+    return LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.1, target_modules=list(TARGETS))
 
 
 def finetune(
@@ -125,6 +204,7 @@ def finetune(
     batch: int,
     lr: float,
     seed: int,
+    rank: int = 16,
 ):
     """Train one LoRA adapter (only the LoRA factors) against a frozen zero-shot head.
 
@@ -138,7 +218,7 @@ def finetune(
     from peft import get_peft_model
 
     torch.manual_seed(seed)
-    model = get_peft_model(copy.deepcopy(base), lora_config(base.config))
+    model = get_peft_model(copy.deepcopy(base), lora_config(base.config, rank))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     x, y = train
@@ -199,53 +279,71 @@ def build(
     out: Path,
     *,
     seed: int = 0,
-    pretrain_steps: int = PRETRAIN_STEPS,
-    lora_steps: int = LORA_STEPS,
-    lora_lr: float = LORA_LR,
+    pretrain_steps: int | None = None,
+    lora_steps: int | None = None,
+    lora_lr: float | None = None,
     base_from: Path | None = None,
+    recipe: str = "v1",
+    quick: bool = False,
+    threads: int = 2,
+    require_premise: bool = True,
     progress: Progress = None,
 ) -> dict[str, Any]:
     """Build the whole bundle into ``out``; returns the manifest (also written to disk).
 
     Args:
+        pretrain_steps / lora_steps / lora_lr: override the recipe's values.
         base_from: reuse the base encoder of a bundle built earlier with the same ``seed`` and
             ``pretrain_steps`` instead of pretraining again (a shortcut while tuning adapters).
+        recipe: a key of :data:`RECIPES`; ``quick`` uses its reduced version.
+        require_premise: raise :class:`PremiseError` (after writing the manifest) when a task
+            misses a premise check (recipes other than v1, whose bundle predates the checks).
     """
     from merging_core.bundles import text
 
-    torch.set_num_threads(2)
+    r = get_recipe(recipe, quick=quick)
+    overrides = {"pretrain_steps": pretrain_steps, "lora_steps": lora_steps, "lora_lr": lora_lr}
+    r = replace(r, **{k: v for k, v in overrides.items() if v is not None})
+    torch.set_num_threads(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     tok, lm = text.load_text_model()
-    task_heads = {t.name: text.class_heads(t.prompts(), tok, lm) for t in tasks.TASKS}
-    config = ViTConfig()
+    task_list = tasks.task_set(r.tasks)
+    task_heads = {t.name: text.class_heads(t.prompts(), tok, lm) for t in task_list}
+    config = r.config
     if base_from is None:
-        concept_heads = text.class_heads(pretrain_data.concept_prompts(), tok, lm)
+        concept_heads = text.class_heads(pretrain_data.concept_prompts(r.tasks), tok, lm)
         encoder, scale = pretrain(
             concept_heads,
             config=config,
-            steps=pretrain_steps,
-            batch=128,
+            steps=r.pretrain_steps,
+            batch=r.pretrain_batch,
             seed=seed,
             progress=progress,
+            mix=r.tasks,
+            label_smoothing=r.label_smoothing,
+            max_logit_scale=r.max_logit_scale,
+            lr=r.pretrain_lr,
         )
     else:
         encoder, scale = _reuse_base(base_from, config)
     _save_base(out, encoder, task_heads)
-    sizes = {"train": lora_steps * LORA_BATCH, "validation": N_VALIDATION, "test": N_TEST}
+    sizes = {"train": r.lora_steps * LORA_BATCH, "validation": r.n_validation, "test": r.n_test}
     arrays: dict[str, np.ndarray] = {}
     entries = []
-    for i, task in enumerate(tasks.TASKS):
-        data = {s: tasks.generate(task.name, s, n, seed=seed) for s, n in sizes.items()}
+    for i, task in enumerate(task_list):
+        data = {s: tasks.generate(task.name, s, n, seed=seed, tasks=r.tasks)
+                for s, n in sizes.items()}  # fmt: skip
         model = finetune(
             encoder,
             task_heads[task.name],
             scale,
             data["train"],
-            steps=lora_steps,
+            steps=r.lora_steps,
             batch=LORA_BATCH,
-            lr=lora_lr,
+            lr=r.lora_lr,
             seed=seed + 17 * (i + 1),
+            rank=r.rank,
         )
         save_adapter_dir(model, out / "adapters" / task.name, "vision8/base")
         entry = task_manifest(task, sizes)
@@ -255,14 +353,46 @@ def build(
             arrays[f"{task.name}/{split}/images"] = data[split][0].numpy()
             arrays[f"{task.name}/{split}/labels"] = data[split][1].numpy().astype(np.int16)
         message = f"adapter {task.name}: test accuracy {entry['peft_test_accuracy']:.3f}"
-        _report(progress, (i + 1) / len(tasks.TASKS), message)
+        _report(progress, (i + 1) / len(task_list), message)
     np.savez_compressed(out / "data.npz", **arrays)
-    manifest = base_manifest(config, scale, seed, entries, pretrain_steps, lora_steps)
-    manifest["lora"]["lr"] = lora_lr
-    manifest["build"]["command"] += f" --lora-lr {lora_lr:g}"
+    manifest = base_manifest(config, scale, seed, entries, r.pretrain_steps, r.lora_steps)
+    manifest["lora"].update(r=r.rank, lora_alpha=r.rank, lr=r.lora_lr)
+    manifest["build"]["command"] += f" --lora-lr {r.lora_lr:g}"
+    if r.name != "v1":
+        manifest["build"]["command"] += f" --recipe {r.name.removesuffix('-quick')}"
+        manifest["build"]["command"] += " --quick" if quick else ""
+        manifest["build"]["recipe"] = r.name
     manifest["build"]["seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(out, manifest)
-    return measure(out, manifest)
+    manifest = measure(out, manifest)
+    if r.name != "v1":
+        from merging_core.bundles import premise
+
+        _report(progress, 1.0, "premise checks")
+        manifest["premise"] = premise.premise_checks(load_bundle_from_folder(out))
+        manifest["build"]["seconds_with_checks"] = round(time.perf_counter() - start, 1)
+        write_manifest(out, manifest)
+        failed = premise.failures(manifest["premise"])
+        if require_premise and failed:
+            raise PremiseError(out, failed)
+    return manifest
+
+
+class PremiseError(RuntimeError):
+    """A built bundle misses a premise check (its manifest, with the numbers, is written)."""
+
+    def __init__(self, out: Path, failed: list[str]) -> None:
+        super().__init__(
+            f"bundle built in {out} misses {len(failed)} premise check(s):\n  "
+            + "\n  ".join(failed)
+        )
+        self.out, self.failed = out, failed
+
+
+def load_bundle_from_folder(out: Path):
+    from merging_core.bundles.loading import load_bundle_from
+
+    return load_bundle_from(out)
 
 
 def _reuse_base(folder: Path, config: ViTConfig) -> tuple[TinyViT, float]:
@@ -321,7 +451,8 @@ def measure(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     Individual accuracies are measured on test (the paper's normaliser) and on validation (the
     normaliser of validation-split scores); everything is written into ``manifest.json``.
     """
-    from merging_core.bundles.bundle import NORMALISER, load_bundle_from, task_arithmetic_grid
+    from merging_core.bundles.bundle import NORMALISER, task_arithmetic_grid
+    from merging_core.bundles.loading import load_bundle_from
 
     for entry in manifest["tasks"]:
         for key in NORMALISER.values():
@@ -367,9 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the bundle from scratch (minutes)")
     b.add_argument("--out", type=Path, default=DEFAULT_OUT)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS)
-    b.add_argument("--lora-steps", type=int, default=LORA_STEPS)
-    b.add_argument("--lora-lr", type=float, default=LORA_LR)
+    b.add_argument("--pretrain-steps", type=int, default=None, help="default: the recipe's")
+    b.add_argument("--lora-steps", type=int, default=None, help="default: the recipe's")
+    b.add_argument("--lora-lr", type=float, default=None, help="default: the recipe's")
+    b.add_argument("--recipe", default="v1", choices=sorted(RECIPES))
+    b.add_argument("--quick", action="store_true", help="the recipe's reduced version")
+    b.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     b.add_argument(
         "--base-from",
         type=Path,
@@ -380,7 +514,25 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", type=Path, default=DEFAULT_OUT)
     r = sub.add_parser("report", help="print the shipped manifest's measurements as markdown")
     r.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    c = sub.add_parser("premise", help="premise checks of a bundle folder, with its labels")
+    c.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument(
+        "--entropy-scale",
+        type=float,
+        default=None,
+        help="scale inside the entropies (default: the bundle's, as the methods use it)",
+    )
+    c.add_argument(
+        "--oracle-steps",
+        type=int,
+        default=0,
+        help="also train layer-wise coefficients with labels for this many steps (a headroom "
+        "oracle, never a method) and print its test score",
+    )
     args = parser.parse_args(argv)
+    if args.command == "premise":
+        return _premise_command(args)
     if args.command == "measure":
         measure(args.out, json.loads((args.out / "manifest.json").read_text()))
         print(report_tables(json.loads((args.out / "manifest.json").read_text())))
@@ -393,17 +545,59 @@ def main(argv: list[str] | None = None) -> int:
     def show(fraction: float, message: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    manifest = build(
+    try:
+        manifest = _build_from_args(args, show)
+    except PremiseError as err:
+        manifest = json.loads((err.out / "manifest.json").read_text())
+        print(report_tables(manifest))
+        from merging_core.bundles import premise
+
+        print("\n" + premise.report(manifest["premise"]))
+        print(f"\nFAILED: {err}", file=sys.stderr)
+        return 1
+    print(report_tables(manifest))
+    if "premise" in manifest:
+        from merging_core.bundles import premise
+
+        print()
+        print(premise.report(manifest["premise"]))
+    return 0
+
+
+def _build_from_args(args: argparse.Namespace, show: Callable[[float, str], None]):
+    return build(
         args.out,
         seed=args.seed,
         pretrain_steps=args.pretrain_steps,
         lora_steps=args.lora_steps,
         lora_lr=args.lora_lr,
         base_from=args.base_from,
+        recipe=args.recipe,
+        quick=args.quick,
+        threads=args.threads,
         progress=show,
     )
-    print(json.dumps(manifest["reference_results"], indent=2))
-    return 0
+
+
+def _premise_command(args: argparse.Namespace) -> int:
+    from merging_core.bundles import premise
+    from merging_core.bundles.loading import load_bundle_from
+
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle_from(args.out)
+    checks = premise.premise_checks(bundle, entropy_scale=args.entropy_scale)
+    print(premise.report(checks))
+    for line in premise.failures(checks):
+        print(f"FAILED {line}")
+    if args.oracle_steps:
+        oracle = premise.labelled_oracle(bundle, steps=args.oracle_steps)
+        ta = bundle.manifest.get("reference_results", {}).get("task_arithmetic", {})
+        print(
+            f"\nlabelled oracle (layer-wise, {args.oracle_steps} steps from TA λ "
+            f"{oracle['ta_lambda']:.1f}): test {100 * oracle['test']['average_normalized']:.1f} "
+            f"normalised; TA best {100 * ta.get('best_average_normalized', float('nan')):.1f}"
+        )
+    return 0 if checks["all_pass"] else 1
 
 
 if __name__ == "__main__":
