@@ -9,6 +9,8 @@ which runs them one at a time and lets their page show progress, a time estimate
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +21,7 @@ from app_support import state
 from app_support.jobs import Job, server_queue
 from app_support.library import device_label
 from app_support.session_cache import progress_bar, remember
+from app_support.workset import load_bundle
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergedModule, MergeResult, merge
 from merging_core.methods import get_method
@@ -75,9 +78,12 @@ def submit_run(
     info = get_method(method)
     generation, warm = warm_start_for(method, set_key)
     key = run_key(set_key, method, params, seed)
+    history = os.environ.get(HISTORY_ENV)
+    bundle = load_bundle(st.session_state.get(state.BUNDLE_NAME, ""))[0] if history else None
 
     def work(progress: Progress, should_stop: Callable[[], bool]) -> MergeResult:
-        return call_merge(
+        start = time.perf_counter()
+        result = call_merge(
             adapter_set,
             method,
             params,
@@ -87,11 +93,25 @@ def submit_run(
             warm_start=warm,
             should_stop=should_stop,
         )
+        if bundle is not None and not result.run.get("stopped"):
+            record_run(history, result, bundle, time.perf_counter() - start)
+        return result
 
     label = f"{info.pretty_name} on {len(adapter_set)} adapters"
     job = server_queue().submit(key, label, work, stop_in_progress=False)
     job.meta.update(generation=generation, steps=params.get("steps"), set_key=set_key)
     return job
+
+
+HISTORY_ENV = "MERGE_LAB_HISTORY"  # a folder: finished data-driven runs are recorded there
+
+
+def record_run(folder: str, result: MergeResult, bundle: Any, seconds: float) -> None:
+    """Record a finished run (test scores, learned state) in the run history ``folder``."""
+    from merging_core.sweep.history import record_bundle_run
+
+    scores = bundle.evaluate(result, tasks=list(result.adapter_names), split="test")
+    record_bundle_run(folder, result, bundle, {"test": scores}, seconds)
 
 
 def run_key(set_key: str, method: str, params: Mapping[str, Any], seed: int) -> tuple:

@@ -19,6 +19,7 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base-model", default=None, help="base model id for the config (default: the inputs' own)"
     )
     parser.add_argument("--recipe", type=Path, help="replay this recipe.json instead")
+    parser.add_argument(
+        "--history", default=os.environ.get("MERGE_LAB_HISTORY"),
+        help="record the run in this history folder (default $MERGE_LAB_HISTORY)",
+    )  # fmt: skip
     parser.add_argument("--bundle", default=None,
                         help="bundle name or folder: task data for data-driven methods (and its "
                              "adapters when no DIR is given)")  # fmt: skip
@@ -129,8 +134,11 @@ def _merge(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportReport
     _notes([*adapter_set.issues, *(w for a in adapter_set for w in a.warnings)])
     seed = 0 if args.seed is None else args.seed
     task_data = bundle.task_data() if info.needs_data else None
+    start = time.perf_counter()
     result = merge(adapter_set, info.name, seed=seed, progress=_part(bar, 0.0, 0.5),
                    task_data=task_data, **params)  # fmt: skip
+    if args.history:
+        _record(args.history, result, adapter_set, bundle, time.perf_counter() - start)
     base = args.base_model if args.base_model is not None else _common_base(adapter_set)
     recipe = build_recipe(
         result, inputs=recipe_inputs(adapter_set, dirs), rank=args.rank, base_model=base
@@ -171,6 +179,20 @@ def _replay(args: argparse.Namespace, bar: Progress | None) -> tuple[ExportRepor
     )  # fmt: skip
     summary = {"method": recipe["method"], "params": recipe["params"], "seed": recipe["seed"]}
     return report, {**summary, "recipe": str(args.recipe)}
+
+
+def _record(folder: str, result: Any, adapters: AdapterSet, bundle: Any, seconds: float) -> None:
+    """Record the run in a history folder: scored on the bundle's test split when there is one
+    whose tasks are these adapters, unscored (weights only) otherwise."""
+    from merging_core.sweep.history import RunHistory, record_bundle_run, single_run_record
+
+    if bundle is not None and set(adapters.names) <= set(bundle.task_names):
+        scores = bundle.evaluate(result, tasks=list(adapters.names))
+        record_bundle_run(folder, result, bundle, {"test": scores}, seconds)
+        return
+    inputs = {"adapters": [{"name": a.name, "sha256": a.sha256 or a.content_hash(),
+                            "path": a.source} for a in adapters]}  # fmt: skip
+    RunHistory(folder).record(single_run_record(result, inputs=inputs, scores={}, seconds=seconds))
 
 
 def _bundle(name: str | None, *, needed: bool, method: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -44,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="scale inside the entropy objective (0 = the bundle's own; 1 = un-scaled logits)",
     )  # fmt: skip
     parser.add_argument("--out", default=None, help="export the merge as a PEFT adapter here")
+    parser.add_argument(
+        "--history", default=os.environ.get("MERGE_LAB_HISTORY"),
+        help="record the run in this history folder (default $MERGE_LAB_HISTORY)",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
 
@@ -109,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
         scalarisation=args.scalarisation, steps=args.steps, lr=args.lr, seed=args.seed,
         entropy_scale=args.entropy_scale, progress=bar,
     ))  # fmt: skip
-    summary = _summary(result, bundle.evaluate(result))
+    scores = bundle.evaluate(result)
+    summary = _summary(result, scores)
+    if args.history:
+        from merging_core.sweep.history import record_bundle_run
+
+        record_bundle_run(args.history, result, bundle, {"test": scores}, result.run["seconds"])
     if args.out:
         summary["export"] = _export(result, args.out, args.overwrite, bundle)
     if args.json:

@@ -158,3 +158,22 @@ def test_existing_out_needs_overwrite(dirs, capsys):
     assert rc == 2 and "already exists" in err
     rc, out, err = run(capsys, *args, "--overwrite", "--rank", "2")
     assert rc == 0 and err == "" and "rank 2–2" in out
+
+
+def test_merge_records_the_run_in_a_history_folder(tmp_path, monkeypatch):
+    """``--history`` (or $MERGE_LAB_HISTORY) keeps every CLI merge in the run history."""
+    from merging_core.cli import main
+    from merging_core.sweep.history import RunHistory
+
+    monkeypatch.delenv("MERGE_LAB_HISTORY", raising=False)
+    root = tmp_path / "in"
+    paths = []
+    for name, seed in (("a", 1), ("b", 2)):
+        gen = torch.Generator().manual_seed(seed)
+        mods = {"m": LoraModule(B=torch.randn(6, 2, generator=gen), A=torch.randn(2, 5, generator=gen))}
+        paths.append(str(io.save_adapter(root / name, mods)))
+    rc = main(["merge", *paths, "--method", "task_arithmetic", "--out", str(tmp_path / "out"),
+               "--history", str(tmp_path / "hist"), "--no-progress"])  # fmt: skip
+    assert rc == 0
+    runs = RunHistory(tmp_path / "hist").runs()
+    assert [r["method"] for r in runs] == ["task_arithmetic"] and runs[0]["tasks"] == ["a", "b"]

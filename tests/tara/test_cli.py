@@ -26,6 +26,9 @@ class ToyBundle:
     def task_data(self, device=None):
         return self._context
 
+    def fingerprint(self):
+        return self._context.fingerprint()
+
     def evaluate(self, result, tasks=None):
         names = list(tasks or self._context.task_names)
         scores = self._score(result, names)
@@ -87,3 +90,14 @@ def test_tara_command_exports_a_peft_adapter(toy_bundle, tmp_path, capsys):
                "--device", "cpu"])  # fmt: skip
     assert rc == 0 and json.loads(capsys.readouterr().out)["export"] == str(out)
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+
+
+def test_tara_command_records_the_run_in_a_history_folder(toy_bundle, tmp_path, capsys):
+    from merging_core.sweep.history import RunHistory
+
+    rc = main(["tara", "--steps", "2", "--device", "cpu", "--no-progress", "--json",
+               "--history", str(tmp_path / "hist")])  # fmt: skip
+    assert rc == 0
+    runs = RunHistory(tmp_path / "hist").runs()
+    assert len(runs) == 1 and runs[0]["method"] == "tara_b"
+    assert RunHistory(tmp_path / "hist").load(runs[0]["key"])["recipe"]["method"] == "tara_b"
