@@ -53,5 +53,5 @@ def bundle_panel() -> None:
             "You can still load your own adapters below; weight-only pages work without it."
         )
         return
-    st.toggle(f"Use the **{bundle.name}** sample bundle ({len(bundle.task_names)} tasks)",
+    st.toggle(f"Use the **{name}** sample bundle ({len(bundle.task_names)} tasks)",
               key=state.USE_BUNDLE)  # fmt: skip

@@ -67,11 +67,13 @@ class Head:
 
 @dataclass
 class Encoded:
-    """Tokenised rows of one split: ``input_ids``/``attention_mask`` ``(N, L)``, labels or None."""
+    """Tokenised rows of one split: ``input_ids``/``attention_mask`` ``(N, L)``, labels or None,
+    and ``token_type_ids`` ``(N, L)`` for models that take segment ids (BERT's text pairs)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor | None
+    token_type_ids: torch.Tensor | None = None
 
     def by_length(self, count: int) -> torch.Tensor:
         """Indices of the first ``count`` rows, sorted by token count (stable)."""
@@ -81,7 +83,10 @@ class Encoded:
     def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.attention_mask[index]
         length = max(int(mask.sum(dim=1).max()), 1) if mask.numel() else 1
-        return {"input_ids": self.input_ids[index, :length], "attention_mask": mask[:, :length]}
+        out = {"input_ids": self.input_ids[index, :length], "attention_mask": mask[:, :length]}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = self.token_type_ids[index, :length]
+        return out
 
 
 class ModelRunner:
@@ -295,7 +300,9 @@ class TextTaskData:
             for t in self.task_names:
                 head = self.heads[t]
                 tensors += [head.weight, *([] if head.bias is None else [head.bias])]
-                tensors += [self.inputs[t].input_ids, self.inputs[t].attention_mask]
+                enc = self.inputs[t]
+                tensors += [enc.input_ids, enc.attention_mask]
+                tensors += [] if enc.token_type_ids is None else [enc.token_type_ids]
             for t in tensors:
                 h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = h.hexdigest()
@@ -331,12 +338,12 @@ class TextTaskData:
 def _concat_padded(batches, device) -> dict[str, torch.Tensor]:
     """Right-pad every batch to the longest and stack them (one forward for all tasks)."""
     length = max(int(b["input_ids"].shape[1]) for b in batches)
-    ids, masks = [], []
+    out: dict[str, list[torch.Tensor]] = {key: [] for key in batches[0]}
     for b in batches:
         pad = length - int(b["input_ids"].shape[1])
-        ids.append(nn.functional.pad(b["input_ids"], (0, pad)))
-        masks.append(nn.functional.pad(b["attention_mask"], (0, pad)))
-    return {"input_ids": torch.cat(ids).to(device), "attention_mask": torch.cat(masks).to(device)}
+        for key in out:
+            out[key].append(nn.functional.pad(b[key], (0, pad)))
+    return {key: torch.cat(parts).to(device) for key, parts in out.items()}
 
 
 def _as_deltas(deltas: Any) -> Mapping[str, torch.Tensor]:
@@ -491,19 +498,27 @@ def _check_row(row, file, n, task, classes, need_labels) -> None:
         raise BundleError(f"{where} has no 'label' (the test split is for reporting accuracy)")
 
 
-def encode(tokenizer: Any, rows: list[dict[str, Any]], max_length: int) -> Encoded:
+def encode(tokenizer: Any, rows: list[dict[str, Any]], max_length: int, *, types: bool) -> Encoded:
+    """Tokenise ``rows`` (pairs when every row has ``text_pair``); ``types``: keep segment ids."""
     texts = [r["text"] for r in rows]
     pairs = [r.get("text_pair") for r in rows]
     kwargs = dict(truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    enc = (
-        tokenizer(texts, pairs, **kwargs)
-        if all(p is not None for p in pairs)
-        else tokenizer(texts, **kwargs)
-    )
+    if all(p is not None for p in pairs):
+        enc = tokenizer(texts, pairs, **kwargs)
+    else:
+        enc = tokenizer(texts, **kwargs)
     labels = None
     if all("label" in r for r in rows):
         labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
-    return Encoded(enc["input_ids"], enc["attention_mask"], labels)
+    segments = enc.get("token_type_ids") if types else None
+    return Encoded(enc["input_ids"], enc["attention_mask"], labels, segments)
+
+
+def takes_segments(model: nn.Module) -> bool:
+    """Whether the model's forward takes ``token_type_ids`` (BERT does, LLaMA does not)."""
+    import inspect
+
+    return "token_type_ids" in inspect.signature(model.forward).parameters
 
 
 def load_transformers_bundle(root: Path, manifest: dict[str, Any]) -> TransformersBundle:
@@ -521,6 +536,7 @@ def load_transformers_bundle(root: Path, manifest: dict[str, Any]) -> Transforme
     if base.get("extra_weights"):
         _load_extra(model, resolve_path(root, str(base["extra_weights"])))
     path = head_path(model, num_labels)
+    types = takes_segments(model)
     tasks = manifest.get("tasks") or []
     if not tasks:
         raise BundleError(f"{root / 'manifest.json'}: no tasks")
@@ -540,7 +556,7 @@ def load_transformers_bundle(root: Path, manifest: dict[str, Any]) -> Transforme
             rows = read_jsonl(
                 resolve_path(root, str(file)), task, classes, need_labels=split == "test"
             )
-            data[(task, split)] = encode(tokenizer, rows, max_length)
+            data[(task, split)] = encode(tokenizer, rows, max_length, types=types)
         if (task, "validation") not in data:
             raise BundleError(f"task {task!r}: no validation data (unlabeled inputs for merges)")
     bundle = TransformersBundle(

@@ -15,10 +15,11 @@ from test_app_browser import screenshot, settle
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TARA_URL = "merge?merge.method=tara_b&merge.tara_b.steps=2000"
-# The target is 1 s; on the shared 2-core development machine a second session answered in
-# 0.73–1.5 s (median of three ≈ 1.3 s) while the first ran TARA. Before the run queue, sessions were
-# served one after another (30–36 s). The bound guards that regression, not the 1 s target.
-SLIDER_ANSWER_S = 2.0
+# The target is 1 s. On the shared 2-core development machine a second session's slider answered
+# in 0.6–6.3 s (medians of three: 1.3 s and 4.3 s, depending on what else ran) while the first
+# session ran TARA; before the run queue, sessions were served one after another (30–36 s for five
+# Merge pages). The bound guards against that serialisation coming back, not the 1 s target.
+SLIDER_ANSWER_S = 10.0
 CHANGED = """(before) => {
     const p = [...document.querySelectorAll('.js-plotly-plot')]
       .find(el => (el.layout?.title?.text || '').includes('How much'));
