@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=TASK_NAMES,
         help="retrain only these tasks; the others must already be in --out (same settings)",
     )
+    b.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="measure on the first ROWS rows of each validation / test file (default: all)",
+    )
     m = sub.add_parser("measure", help="re-measure an existing bundle folder (minutes)")
     m.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
     m.add_argument(
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             n_validation=args.n_validation,
             n_test=args.n_test,
             task_names=args.tasks,
+            measure_rows=args.rows,
             progress=show,
         )
     print(B.report_tables(manifest))

@@ -249,6 +249,7 @@ def build(
     n_test: int = N_TEST,
     task_names: Sequence[str] = tasks.TASK_NAMES,
     grid: Sequence[float] = LAMBDA_GRID,
+    measure_rows: int | None = None,
     progress: Progress = None,
 ) -> dict[str, Any]:
     """Build the bundle into ``out``; returns the manifest (also written to disk).
@@ -257,6 +258,7 @@ def build(
         task_names: the tasks to (re)train; the other tasks' adapters and data must already be in
             ``out`` from a build with the same seed and settings (every task has its own seed, so
             the result equals a full build).
+        measure_rows: passed to :func:`measure` as ``rows`` (``None``: the full files).
     """
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +299,7 @@ def build(
     manifest["base_model"].update(manifest_base)
     manifest["build"]["train_seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(out, manifest)
-    manifest = measure(out, manifest, grid=grid, progress=progress)
+    manifest = measure(out, manifest, grid=grid, rows=measure_rows, progress=progress)
     manifest["build"]["seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(out, manifest)
     return manifest
