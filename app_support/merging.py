@@ -103,6 +103,18 @@ def submit_run(
     return job
 
 
+def keep_result(result: MergeResult) -> None:
+    """Make ``result`` the app's current merge (what Export writes, with its recipe)."""
+    st.session_state[state.MERGE_RESULT] = result
+    st.session_state[state.MERGE_RECIPE] = {
+        "method": result.method,
+        "params": dict(result.params),
+        "seed": int(result.seed),
+        "adapters": list(result.adapter_names),
+        "params_key": params_key(result.params),
+    }
+
+
 HISTORY_ENV = "MERGE_LAB_HISTORY"  # a folder: finished data-driven runs are recorded there
 
 

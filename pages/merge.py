@@ -6,8 +6,8 @@ from app_support import merge_view, state
 from app_support.jobs import DONE, FAILED, STOPPED
 from app_support.library import device_label
 from app_support.merging import (
+    keep_result,
     opened_result,
-    params_key,
     remember_warm_start,
     run_key,
     run_with_progress,
@@ -62,7 +62,7 @@ def settings_and_results() -> None:
         except ERRORS as err:
             st.error(f"{info.pretty_name} failed: {err}")
             return
-        keep(result)
+        keep_result(result)
         show_result(result)
         return
     data_driven(params, seed)
@@ -79,7 +79,7 @@ def data_driven(params: dict, seed: int) -> None:
     pressed = st.button("Run merge", type="primary", key="merge.run", disabled=blocked)
     opened = opened_result(info.name, params, seed, adapter_set.names)
     if opened is not None and not pressed:
-        keep(opened)
+        keep_result(opened)
         st.success("Showing the merge you opened, exactly as it was computed (its own φ).")
         show_result(opened)
         return
@@ -108,24 +108,12 @@ def finished(job) -> None:
         st.warning(f"{info.pretty_name} was stopped before it learned anything; nothing to show.")
         return
     remember_warm_start(info.name, job.meta["set_key"], job.result, job.meta["generation"])
-    keep(job.result)
+    keep_result(job.result)
     if job.status == STOPPED:
         done, total = steps_of(job) or (job.result.run.get("steps_done", 0), "?")
         st.session_state[NOTE] = f"Stopped after {done} of {total} steps; showing what it learned."
     elif job.status == DONE:
         st.session_state[NOTE] = f"Finished in {duration(job.elapsed())}."
-
-
-def keep(result) -> None:
-    """Make ``result`` the app's current merge (Export, recipe)."""
-    st.session_state[state.MERGE_RESULT] = result
-    st.session_state[state.MERGE_RECIPE] = {
-        "method": result.method,
-        "params": dict(result.params),
-        "seed": int(result.seed),
-        "adapters": list(result.adapter_names),
-        "params_key": params_key(result.params),
-    }
 
 
 def show_last() -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from merging_core import Adapter, AdapterSet, LoraModule, MergedModule, merge
 from merging_core.export import export_merge, randomized_spectrum, spectrum, truncation_stats
 from merging_core.merge import MergeResult
-from merging_core.methods import _shared as ties_mod
+from merging_core.methods import shared as ties_mod
 
 SHAPES = {"l.0.q": (24, 20, False), "l.0.k": (12, 20, False), "l.1.c": (20, 16, True)}
 

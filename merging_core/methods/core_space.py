@@ -55,7 +55,7 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import CORE_DTYPE
-from merging_core.methods._shared import (
+from merging_core.methods.shared import (
     DROP_RATE,
     RANK_RTOL,
     SCALING,

@@ -4,7 +4,7 @@ Space: ΔW, element-wise. Each ΔW_t = B_t A_t ``(d_out, d_in)`` is formed one m
 Bernoulli keep-mask is drawn for it, and the dropped-and-rescaled deltas are merged with Task
 Arithmetic (``variant="linear"``, DARE-TA) or TIES (``variant="ties"``, DARE-TIES). The result
 is a dense ``MergedModule`` (lazy, merged when read, on large models: see
-``_shared.STREAM_BYTES``); it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for the
+``shared.STREAM_BYTES``); it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for the
 same seed.
 
 Randomness: one seed per (module, task) is drawn from the caller's generator before anything
@@ -28,7 +28,7 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods._shared import (
+from merging_core.methods.shared import (
     DROP_RATE,
     SCALING,
     SIGN_METHOD,
@@ -119,7 +119,7 @@ def dare(
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
     dropped = dropped_tensors(delta, seeds, drop_rate)
-    if streams(adapter_set):  # lazy modules, merged when read (see _shared.STREAM_BYTES)
+    if streams(adapter_set):  # lazy modules, merged when read (see shared.STREAM_BYTES)
         if variant == "linear":
             parts = weighted_sum_functions(dropped, num_parts=len(names), weights=w,
                                            scaling=scaling)  # fmt: skip

@@ -34,7 +34,7 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
-from merging_core.methods._shared import drop_below, noise_floor, polar_factor, sum_svd
+from merging_core.methods.shared import drop_below, noise_floor, polar_factor, sum_svd
 from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,

@@ -35,7 +35,7 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import concat_blocks
-from merging_core.methods._shared import (
+from merging_core.methods.shared import (
     DROP_RATE,
     SCALING,
     WEIGHTS,

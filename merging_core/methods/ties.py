@@ -4,7 +4,7 @@ Space: ΔW, element-wise. Each task's ΔW_t = B_t A_t ``(d_out, d_in)`` is forme
 time (no low-rank shortcut exists, methods.md L5) and the result is a dense ``MergedModule``.
 Because only ΔW_t is read, the answer is the same for (B·M, M⁻¹·A) as for (B, A).
 
-Steps (:mod:`merging_core.methods._shared`):
+Steps (:mod:`merging_core.methods.shared`):
     1. trim: keep the top ``density`` fraction of each task's magnitudes, either over *all* of
        the task's coordinates (``threshold="global"``, the official notebook) or per module
        (``"per_tensor"``, PEFT and mergekit);
@@ -13,11 +13,11 @@ Steps (:mod:`merging_core.methods._shared`):
 
 Memory and cost. The streaming engine :func:`ties_merge_parts` holds the ``T`` tensors of one
 module at a time (``T · d_out · d_in`` floats) plus the dense outputs. When the dense outputs of
-the whole model exceed :data:`_shared.STREAM_BYTES` (LLM adapters) they are not kept either: the
-result's modules are lazy (:func:`_shared.ties_part_functions`), each merged when read — by the
+the whole model exceed :data:`shared.STREAM_BYTES` (LLM adapters) they are not kept either: the
+result's modules are lazy (:func:`shared.ties_part_functions`), each merged when read — by the
 export, which truncates and releases it — so peak memory is a few modules, not the model. The
 global threshold costs two extra passes per task (an exact radix select,
-:func:`_shared.magnitude_threshold`), so every ΔW_t is formed three times instead of being kept:
+:func:`shared.magnitude_threshold`), so every ΔW_t is formed three times instead of being kept:
 time traded for ``T×`` less memory.
 
 Conventions versus other implementations:
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods._shared import (
+from merging_core.methods.shared import (
     SCALING,
     SIGN_METHOD,
     THRESHOLD,
@@ -100,7 +100,7 @@ def ties(
 
     Returns:
         Dense merged ΔW per module (computed on demand when the model exceeds
-        ``_shared.STREAM_BYTES``); diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
+        ``shared.STREAM_BYTES``); diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
     """
     names = adapter_set.modules
     w = adapter_weights(weights, len(adapter_set))

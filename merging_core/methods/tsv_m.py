@@ -38,7 +38,7 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
-from merging_core.methods._shared import RANK_RTOL, polar_factor
+from merging_core.methods.shared import RANK_RTOL, polar_factor
 from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,

@@ -1,6 +1,6 @@
 """House rule: no method file imports another method file (CONVENTIONS.md, rule 12).
 
-Helpers used by several methods live in ``methods/_shared.py``; ``registry.py`` and ``_shared.py``
+Helpers used by several methods live in ``methods/shared.py``; ``registry.py`` and ``shared.py``
 are not method files, and ``__init__.py`` imports every method on purpose. A method that needs
 another method's *result* calls the public ``merging_core.merge.merge()`` (Pico does).
 The check parses every file with ``ast``, so it also sees imports inside functions.
@@ -14,7 +14,7 @@ import pytest
 import merging_core.methods as methods_pkg
 
 FOLDER = Path(methods_pkg.__file__).parent
-NOT_METHODS = {"__init__", "registry", "_shared"}
+NOT_METHODS = {"__init__", "registry", "shared"}
 METHOD_FILES = sorted(p for p in FOLDER.glob("*.py") if p.stem not in NOT_METHODS)
 METHOD_NAMES = {p.stem for p in METHOD_FILES}
 PACKAGE = "merging_core.methods"
@@ -55,7 +55,7 @@ def test_the_parser_sees_every_import_form():
         "from . import cat\n"
         "from .tsv_m import polar_factor\n"
         "def f():\n    from merging_core.methods.iso_c import iso_c\n"
-        "from merging_core.methods._shared import adapter_weights\n"
+        "from merging_core.methods.shared import adapter_weights\n"
         "from merging_core.merge import merge\n"
     )
     assert imported_method_modules(src) == {"ties", "dare", "knots", "cat", "tsv_m", "iso_c"}
@@ -71,11 +71,11 @@ def test_no_method_file_imports_another(path):
     imported -= PENDING.get(path.stem, set())
     assert not imported, (
         f"{path.name} imports method file(s) {sorted(imported)}; move the shared helpers to "
-        "merging_core/methods/_shared.py (or call merging_core.merge.merge for a result)"
+        "merging_core/methods/shared.py (or call merging_core.merge.merge for a result)"
     )
 
 
 def test_shared_and_registry_import_no_method_file():
-    for name in ("_shared", "registry"):
+    for name in ("shared", "registry"):
         source = (FOLDER / f"{name}.py").read_text(encoding="utf-8")
         assert not imported_method_modules(source), f"{name}.py imports a method file"

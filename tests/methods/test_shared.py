@@ -6,7 +6,7 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from merging_core.methods._shared import (
+from merging_core.methods.shared import (
     disjoint_mean,
     drop_and_rescale,
     elect_sign,
