@@ -88,8 +88,10 @@ class Bundle:
     def task_data(self, device: torch.device | str | None = None) -> CosineTaskData:
         """What data-driven merges get: frozen encoder, heads, unlabeled validation inputs."""
         dev = torch.device(device) if device is not None else torch.device("cpu")
+        if ("task_data", str(dev)) in self._cache:  # one per device: its fingerprint is hashed once
+            return self._cache[("task_data", str(dev))]
         encoder = self.encoder if dev.type == "cpu" else _frozen_copy(self.encoder).to(dev)
-        return CosineTaskData(
+        data = self._cache[("task_data", str(dev))] = CosineTaskData(
             name=self.name,
             task_names=self.task_names,
             device=dev,
@@ -99,6 +101,7 @@ class Bundle:
             entropy_scale=float(self.manifest["base_model"].get("entropy_scale", 1.0)),
             inputs={t: self.images(t, "validation").to(dev) for t in self.task_names},
         )
+        return data
 
     def fingerprint(self) -> str:
         """Content hash of what merges read (see :meth:`CosineTaskData.fingerprint`)."""

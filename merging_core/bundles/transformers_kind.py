@@ -155,14 +155,17 @@ class TransformersBundle:
     def task_data(self, device: torch.device | str | None = None) -> TextTaskData:
         """What data-driven merges get (unlabeled validation rows, frozen model, heads)."""
         dev = torch.device(device) if device is not None else torch.device("cpu")
+        if ("task_data", str(dev)) in self._cache:  # one per device: its fingerprint is hashed once
+            return self._cache[("task_data", str(dev))]
         runner = self.runner
         if dev.type != "cpu":
             runner = ModelRunner(_frozen_copy(self.model).to(dev), self.runner.head_path)
-        return TextTaskData(
+        data = self._cache[("task_data", str(dev))] = TextTaskData(
             name=self.name, task_names=self.task_names, device=dev, runner=runner,
             heads=self.heads, inputs={t: self.data[(t, "validation")] for t in self.task_names},
             entropy_scale=float(self.manifest["base_model"].get("entropy_scale", 1.0)),
         )  # fmt: skip
+        return data
 
     def fingerprint(self) -> str:
         return self.task_data().fingerprint()
@@ -188,10 +191,11 @@ class TransformersBundle:
 
     def _individual(self, split: str) -> dict[str, float]:
         adapters = self.adapter_set()
-        return {
-            t: self._raw_accuracy(_deltas(adapters.adapters[i]), [t], split, self.eval_rows)[t]
-            for i, t in enumerate(self.task_names)
-        }
+        out = {}
+        for i, task in enumerate(self.task_names):
+            own = {m: (f.B, f.A) for m, f in adapters.adapters[i].modules.items()}  # B (A x)
+            out[task] = self._raw_accuracy({}, [task], split, self.eval_rows, own)[task]
+        return out
 
     def labels(self, task: str, split: str = "test") -> torch.Tensor:
         enc = self._encoded(task, split)
@@ -225,7 +229,9 @@ class TransformersBundle:
         """Accuracy of base + ``deltas`` on each task with its own head, and normalised accuracy
         (accuracy / the task's individual accuracy on the same split and rows).
 
-        Space: ΔW (dense per-module updates added to the base weights, functionally).
+        Space: ΔW. A ``MergeResult``'s factored modules run as low-rank updates ``B (A x)``
+        inside the forward (no ``d_out × d_in`` matrix); dense modules (element-wise methods)
+        and plain ΔW mappings are added to the base weights, functionally.
 
         Args:
             rows: score the first ``rows`` rows of each task (default :attr:`eval_rows`, the
@@ -233,7 +239,8 @@ class TransformersBundle:
         """
         names = list(self.task_names if tasks is None else tasks)
         limit = self.eval_rows if rows is None else (rows or None)
-        raw = self._raw_accuracy(_as_deltas(deltas), names, split, limit)
+        dense, updates = self._split(deltas)
+        raw = self._raw_accuracy(dense, names, split, limit, updates)
         ref = self.individual_accuracy(split) if split in NORMALISER else {}
         out: dict[str, Any] = {"tasks": {}}
         for name in names:
@@ -244,31 +251,61 @@ class TransformersBundle:
         out["average_normalized"] = None if None in norms else sum(norms) / len(norms)
         return out
 
+    def _split(self, deltas: Any) -> tuple[Mapping[str, torch.Tensor], dict[str, LowRankUpdate]]:
+        """``(dense ΔW by path, low-rank (B, A) by path)`` of a result or a ΔW mapping."""
+        modules = getattr(deltas, "modules", None)
+        if modules is None or not hasattr(deltas, "deltas"):
+            return _as_deltas(deltas), {}
+        dense, updates = {}, {}
+        for path, merged in modules.items():
+            if merged.factors is not None and not merged.transposed:
+                updates[path] = self._checked_update(path, merged.factors.B, merged.factors.A)
+            else:
+                dense[path] = merged.delta()
+        return dense, updates
+
+    def _checked_update(self, path: str, B: torch.Tensor, A: torch.Tensor) -> LowRankUpdate:
+        shape = tuple(self._module(path).weight.shape)
+        if (B.shape[0], A.shape[1]) != shape:
+            raise ValueError(
+                f"ΔW for {path!r} has shape {(B.shape[0], A.shape[1])}, the weight is {shape}"
+            )
+        return B.float(), A.float()
+
     @torch.inference_mode()
     def _raw_accuracy(
-        self, deltas: Mapping[str, torch.Tensor], names, split, limit: int | None = None
+        self,
+        deltas: Mapping[str, torch.Tensor],
+        names,
+        split,
+        limit: int | None = None,
+        updates: Mapping[str, LowRankUpdate] | None = None,
     ) -> dict[str, float]:
         require_unpatched(self.model)
         weights = self._merged_weights(deltas)
         out = {}
-        for name in names:
-            enc = self._encoded(name, split)
-            labels = self.labels(name, split)[:limit]
-            order = enc.by_length(labels.shape[0])  # similar lengths share a chunk: less padding
-            correct = 0
-            for index in order.split(EVAL_CHUNK):
-                feats = self.runner.features(enc.rows(index), weights)
-                correct += int((self.heads[name](feats).argmax(-1) == labels[index]).sum())
-            out[name] = correct / max(labels.shape[0], 1)
+        with patched(self.model, updates or {}):
+            for name in names:
+                enc = self._encoded(name, split)
+                labels = self.labels(name, split)[:limit]
+                order = enc.by_length(labels.shape[0])  # similar lengths share a chunk
+                correct = 0
+                for index in order.split(EVAL_CHUNK):
+                    feats = self.runner.features(enc.rows(index), weights)
+                    correct += int((self.heads[name](feats).argmax(-1) == labels[index]).sum())
+                out[name] = correct / max(labels.shape[0], 1)
         return out
+
+    def _module(self, path: str) -> nn.Module:
+        try:
+            return self.model.get_submodule(path)
+        except AttributeError:
+            raise KeyError(f"bundle {self.name!r} model has no module {path!r}") from None
 
     def _merged_weights(self, deltas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         weights = {}
         for path, dw in deltas.items():
-            try:
-                module = self.model.get_submodule(path)
-            except AttributeError:
-                raise KeyError(f"bundle {self.name!r} model has no module {path!r}") from None
+            module = self._module(path)
             if tuple(dw.shape) != tuple(module.weight.shape):
                 raise ValueError(
                     f"ΔW for {path!r} has shape {tuple(dw.shape)}, the weight is "
@@ -354,10 +391,6 @@ def _as_deltas(deltas: Any) -> Mapping[str, torch.Tensor]:
     raise TypeError(
         f"deltas must be a mapping module path -> ΔW or a MergeResult, got {type(deltas).__name__}"
     )
-
-
-def _deltas(adapter: Any) -> dict[str, torch.Tensor]:
-    return {m: adapter.delta(m) for m in adapter.modules}
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
