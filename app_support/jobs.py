@@ -1,4 +1,4 @@
-"""One queue per server for heavy work (data-driven merges): runs one job at a time, in order.
+"""One queue per server for heavy work (data-driven merges, sweeps): one job at a time, in order.
 
 Every session submits its long runs here instead of running them in its own script thread, so
 five users pressing "Run" share the machine one after another (each page says how many runs are
@@ -6,13 +6,21 @@ ahead of its own) while light work (data-free merges, page renders) stays in the
 threads and keeps answering. A job is cancelled through its ``should_stop`` flag, which the
 library polls between optimisation steps; its progress is read by the page that owns it.
 
+Where the platform can fork (Linux) and nothing has claimed a GPU yet, a job runs in a child
+process at the lowest CPU priority: the server's own threads (page renders, sliders) then win
+every core they ask for and never wait on the run for Python's interpreter lock, which a
+low-priority *thread* holding it would make them do. Progress, streamed items and the result come
+back through a pipe; a job whose child dies is reported as failed with its exit code.
+
 The queue is a ``st.cache_resource`` (one per server process); a job holds only its owner's
 inputs and result, so sessions never see each other's data.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
 import threading
 import time
 from collections import deque
@@ -23,9 +31,13 @@ from typing import Any
 import streamlit as st
 
 Progress = Callable[[float, str], None]
-Work = Callable[[Progress, Callable[[], bool]], Any]
+Publish = Callable[[Any], None]
+Work = Callable[[Progress, Callable[[], bool], Publish], Any]
 
 WORKER_NICENESS = 10  # added to the worker thread's nice value (lower CPU priority)
+CHILD_NICENESS = 19  # a job's child process: the lowest priority there is
+PROCESS_ENV = "MERGE_LAB_JOB_PROCESS"  # "0": run every job in the worker thread
+PIPE_POLL_S = 0.1
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 FINISHED = (DONE, STOPPED, FAILED)
 
@@ -44,6 +56,8 @@ class Job:
         status: queued / running / done / stopped / failed.
         fraction, message: the last progress report. started, finished: ``time.monotonic()``.
         result: the work's return value; error: the message of a failure.
+        items: what the work published while running (e.g. a sweep's points), in order.
+        isolated: run in a child process when the platform allows (see the module docstring).
     """
 
     key: Any
@@ -59,6 +73,8 @@ class Job:
     error: str = ""
     stop_in_progress: bool = True
     meta: dict[str, Any] = field(default_factory=dict)  # the submitter's notes (steps, ...)
+    items: list[Any] = field(default_factory=list)
+    isolated: bool = False
     _cancel: threading.Event = field(default_factory=threading.Event)
     _first: tuple[float, float] | None = None  # (time, fraction) of the first progress report
     _last: tuple[float, float] | None = None  # ... and of the latest one
@@ -115,13 +131,19 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self.current: Job | None = None
 
-    def submit(self, key: Any, label: str, work: Work, *, stop_in_progress: bool = True) -> Job:
-        """Queue ``work(progress, should_stop)``; returns its job at once.
+    def submit(
+        self, key: Any, label: str, work: Work, *, stop_in_progress: bool = True,
+        isolated: bool = False,
+    ) -> Job:  # fmt: skip
+        """Queue ``work(progress, should_stop, publish)``; returns its job at once.
 
         ``stop_in_progress``: a cancel raises :class:`Stopped` from the progress callback (for work
         that does not poll ``should_stop`` itself; it then ends without a result).
+        ``isolated``: run in a low-priority child process where possible; ``work``, what it
+        publishes and its result must then be picklable on the way back (inputs are inherited).
         """
-        job = Job(key=key, label=label, work=work, stop_in_progress=stop_in_progress)
+        job = Job(key=key, label=label, work=work, stop_in_progress=stop_in_progress,
+                  isolated=isolated)  # fmt: skip
         with self._lock:
             self._pending.append(job)
             if self._worker is None or not self._worker.is_alive():
@@ -175,7 +197,10 @@ def _run(job: Job) -> None:
         return
     job.status, job.started = RUNNING, time.monotonic()
     try:
-        job.result = job.work(job._report, lambda: job.cancelled)
+        if job.isolated and can_isolate():
+            job.result = _run_in_child(job)
+        else:
+            job.result = job.work(job._report, lambda: job.cancelled, job.items.append)
         job.status = STOPPED if job.cancelled else DONE
     except Stopped:
         job.status = STOPPED
@@ -183,6 +208,91 @@ def _run(job: Job) -> None:
         job.status, job.error = FAILED, f"{type(err).__name__}: {err}"
     finally:
         job.finished = time.monotonic()
+
+
+class ChildFailed(RuntimeError):
+    """The job's child process raised (message: its error) or died (message: its exit code)."""
+
+
+def can_isolate() -> bool:
+    """True where jobs may run in a forked child: Linux-like fork, not disabled, no CUDA yet.
+
+    A process that has initialised CUDA cannot use it again in a forked child, so once the server
+    has touched a GPU its jobs run in the worker thread (a GPU run competes little for the CPU).
+    """
+    if os.environ.get(PROCESS_ENV, "1") == "0" or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    import torch
+
+    return not torch.cuda.is_initialized()
+
+
+def _run_in_child(job: Job) -> Any:
+    """Run ``job.work`` in a forked child; relay progress, items and stop; return its result."""
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(job.work, writer, stop), daemon=True,
+                        name=f"merge-lab-job {job.label}")  # fmt: skip
+    child.start()
+    writer.close()
+    try:
+        while True:
+            if job.cancelled:
+                stop.set()
+            if not reader.poll(PIPE_POLL_S):
+                if not child.is_alive() and not reader.poll(0):
+                    raise ChildFailed(f"the run's process ended (exit code {child.exitcode})")
+                continue
+            try:
+                kind, payload = pickle.loads(reader.recv_bytes())
+            except EOFError:
+                child.join()
+                raise ChildFailed(f"the run's process ended (exit code {child.exitcode})") from None
+            if kind == "progress":
+                job._report(*payload)  # raises Stopped for work that cannot stop by itself
+            elif kind == "item":
+                job.items.append(payload)
+            elif kind == "result":
+                return payload
+            else:
+                raise ChildFailed(payload)
+    finally:
+        reader.close()
+        if child.is_alive():
+            stop.set()
+            child.join(timeout=5.0)
+            if child.is_alive():
+                child.terminate()
+        child.join()
+
+
+def _child_main(work: Work, conn: Any, stop: Any) -> None:
+    """The child's whole life: lowest priority, run, send the outcome, exit."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(CHILD_NICENESS)
+        except OSError:
+            pass
+
+    def send(kind: str, payload: Any) -> None:
+        # plain pickle: tensors travel by value (multiprocessing's own pickler would hand them over
+        # as shared memory, which is gone once this process has exited)
+        conn.send_bytes(pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL))
+
+    try:
+        try:
+            result = work(lambda f, m: send("progress", (f, m)), stop.is_set,
+                          lambda item: send("item", item))  # fmt: skip
+        except BaseException as err:  # noqa: BLE001 (reported to the parent, which decides)
+            send("error", f"{type(err).__name__}: {err}")
+            return
+        try:
+            send("result", result)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            send("error", f"could not send the run's result back: {type(err).__name__}: {err}")
+    finally:
+        conn.close()
 
 
 @st.cache_resource(show_spinner=False)

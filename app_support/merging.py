@@ -81,7 +81,7 @@ def submit_run(
     history = os.environ.get(HISTORY_ENV)
     bundle = load_bundle(st.session_state.get(state.BUNDLE_NAME, ""))[0] if history else None
 
-    def work(progress: Progress, should_stop: Callable[[], bool]) -> MergeResult:
+    def work(progress: Progress, should_stop: Callable[[], bool], _publish: Any) -> MergeResult:
         start = time.perf_counter()
         result = call_merge(
             adapter_set,
@@ -98,7 +98,7 @@ def submit_run(
         return result
 
     label = f"{info.pretty_name} on {len(adapter_set)} adapters"
-    job = server_queue().submit(key, label, work, stop_in_progress=False)
+    job = server_queue().submit(key, label, work, stop_in_progress=False, isolated=True)
     job.meta.update(generation=generation, steps=params.get("steps"), set_key=set_key)
     return job
 

@@ -109,14 +109,14 @@ def test_job_queue_runs_in_order_and_stops(monkeypatch):
 
     queue, gate = JobQueue(), threading.Event()
 
-    def slow(progress, should_stop):
+    def slow(progress, should_stop, publish):
         for i in range(1000):
             gate.wait(0.01)
             progress(i / 1000, f"step {i}")
         return "never"
 
     first = queue.submit("a", "first", slow)
-    second = queue.submit("b", "second", lambda p, s: "done")
+    second = queue.submit("b", "second", lambda p, s, publish: "done")
     while first.status == "queued":
         gate.wait(0.01)
     assert queue.ahead_of(second) == 1
@@ -190,3 +190,73 @@ def test_run_status_in_plain_words():
         "TARA-B on 8 adapters: step 37 of 250 · 3.00 steps/s · about 1 min 11 s left"
     )
     assert (duration(45), duration(185), duration(3725)) == ("45 s", "3 min 05 s", "1 h 02 min")
+
+
+def _wait(job, timeout=60.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not job.finished_ and time.monotonic() < end:
+        time.sleep(0.02)
+    assert job.finished_, job.status
+
+
+def test_isolated_job_runs_in_a_low_priority_child_and_streams_back():
+    import os
+
+    from app_support.jobs import JobQueue, can_isolate
+
+    if not can_isolate():
+        pytest.skip("this platform runs jobs in the worker thread")
+
+    def work(progress, should_stop, publish):
+        for i in range(3):
+            publish({"point": i})
+            progress((i + 1) / 3, f"step {i + 1} of 3")
+        return os.getpid(), os.nice(0)
+
+    job = JobQueue().submit("k", "child", work, isolated=True)
+    _wait(job)
+    assert job.status == "done", job.error
+    pid, niceness = job.result
+    assert pid != os.getpid() and niceness >= os.nice(0) + 1
+    assert job.items == [{"point": 0}, {"point": 1}, {"point": 2}]
+    assert job.fraction == 1.0 and job.message == "step 3 of 3"
+
+
+def test_isolated_job_stops_through_its_flag_and_reports_failures():
+    import os
+    import time
+
+    from app_support.jobs import JobQueue, can_isolate
+
+    if not can_isolate():
+        pytest.skip("this platform runs jobs in the worker thread")
+    queue = JobQueue()
+
+    def polls(progress, should_stop, publish):
+        steps = 0
+        while not should_stop():
+            time.sleep(0.01)
+            steps += 1
+            progress(0.5, f"step {steps} of 100000")
+        return f"stopped after {steps}"
+
+    job = queue.submit("a", "polls", polls, stop_in_progress=False, isolated=True)
+    while job.status != "running" or job.fraction == 0.0:
+        time.sleep(0.02)
+    job.cancel()
+    _wait(job)
+    assert job.status == "stopped" and job.result.startswith("stopped after")
+
+    failing = queue.submit("b", "raises", lambda p, s, u: 1 / 0, isolated=True)
+    _wait(failing)
+    assert failing.status == "failed" and "ZeroDivisionError" in failing.error
+
+    dies = queue.submit("c", "dies", lambda p, s, u: os._exit(3), isolated=True)
+    _wait(dies)
+    assert dies.status == "failed" and "exit code 3" in dies.error
+
+    unpicklable = queue.submit("d", "lambda", lambda p, s, u: (lambda: 0), isolated=True)
+    _wait(unpicklable)
+    assert unpicklable.status == "failed" and "could not send" in unpicklable.error
