@@ -8,6 +8,7 @@ separate so they can be tested without Streamlit.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -27,13 +28,19 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
 
 
-STEP = re.compile(r"step (\d+) of (\d+)")
+STEP = re.compile(r"(step|point) (\d+) of (\d+)")
 
 
 def steps_of(job: Job) -> tuple[int, int] | None:
-    """(steps done, total steps) from the job's last progress message, if it names them."""
+    """(done, total) steps or points from the job's last progress message, if it names them."""
     match = STEP.search(job.message)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    return (int(match.group(2)), int(match.group(3))) if match else None
+
+
+def unit_of(job: Job) -> str:
+    """``"step"`` or ``"point"``: what the job's progress messages count."""
+    match = STEP.search(job.message)
+    return match.group(1) if match else "step"
 
 
 def describe(job: Job, ahead: int) -> str:
@@ -46,18 +53,24 @@ def describe(job: Job, ahead: int) -> str:
     if counted is None:
         return f"{job.label}: preparing (anchors and merge directions)…"
     done, total = counted
+    unit = unit_of(job)
     rate, left = job.rate_and_eta(total)
-    speed = (f"{rate:.2f} steps/s · about {duration(left)} left" if rate is not None
+    speed = (f"{rate:.2f} {unit}s/s · about {duration(left)} left" if rate is not None
              else "measuring its speed…")  # fmt: skip
-    return f"{job.label}: step {done} of {total} · {speed}"
+    return f"{job.label}: {unit} {done} of {total} · {speed}"
 
 
-def status_panel(job: Job) -> None:
-    """Progress of ``job`` with a Stop button; reruns the app when the job has finished."""
+def status_panel(
+    job: Job, *, stop_key: str = STOP_KEY, draw: Callable[[], None] | None = None
+) -> None:
+    """Progress of ``job`` with a Stop button; reruns the app when the job has finished.
+
+    ``draw``: called on every redraw below the status line (e.g. a chart of streamed points).
+    """
 
     @st.fragment(run_every=POLL_S)
     def panel() -> None:
-        if st.session_state.get(STOP_KEY):
+        if st.session_state.get(stop_key):
             job.cancel()
         if job.status in FINISHED:
             st.rerun()
@@ -66,7 +79,9 @@ def status_panel(job: Job) -> None:
         if job.cancelled:
             text = "Stopping at the end of the current step…"
         st.progress(job.fraction, text=text)
-        st.button("Stop", key=STOP_KEY, disabled=job.cancelled,
-                  help="End the run now; the merge learned so far is kept.")  # fmt: skip
+        st.button("Stop", key=stop_key, disabled=job.cancelled,
+                  help="End the run now; what it has computed so far is kept.")  # fmt: skip
+        if draw is not None:
+            draw()
 
     panel()

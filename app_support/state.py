@@ -24,6 +24,7 @@ PREVIOUS_SELECTION = "previous_selection"  # dict | None: {"selection", "count"}
 OPENED_RESULT = "opened_result"  # (method, params key, seed, adapter names) -> MergeResult opened
 #   from a trade-off point: the Merge page shows exactly that merge instead of re-running it
 TRADEOFF_POINTS = "tradeoff_points"  # dict: (task_a, task_b, method) -> list of sweep points
+TRADEOFF_JOB = "tradeoff_job"  # Job | None: this session's queued/running/finished sweep
 TRADEOFF_CLICK = "tradeoff_click"  # str: the last chart selection already acted upon
 EXPORT_DIR = "export_dir"  # str: last export folder
 RESULT_CACHE = "result_cache"  # dict of per-session LRUs (app_support.session_cache)
@@ -45,6 +46,7 @@ _DEFAULTS: dict[str, Any] = {
     MERGE_RECIPE: None,
     PENDING_SETTINGS: None,
     ACTIVE_RUN: None,
+    TRADEOFF_JOB: None,
     SELECTED: None,
     PREVIOUS_SELECTION: None,
     EXPORT_DIR: "",

@@ -14,9 +14,11 @@ from typing import Any
 import plotly.graph_objects as go
 
 from app_support.evaluation import normalised_scores
+from app_support.jobs import Job, server_queue
 from app_support.library import feature
 from merging_core import figures
 from merging_core.adapters import AdapterSet
+from merging_core.tradeoff import SWEEP_STEPS, SWEEP_WARM_STEPS
 
 TA_CURVE = "Task Arithmetic (λ sweep)"
 
@@ -33,14 +35,22 @@ def sweep_methods() -> list[str]:
     return list(feature("tradeoff").preference_methods())
 
 
+STEPS_HELP = (
+    "The method's own schedule (5 epochs over the validation split: 40 steps on vision8) moves "
+    "each coefficient by at most lr × steps, so every preference would land on nearly the same "
+    "merge. A sweep gives the middle point the schedule of a full-size split (250) and each "
+    "next point 100 more, starting from its neighbour."
+)
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """What the user chose for a sweep (kept with its result to rebuild merge settings)."""
 
     methods: tuple[str, ...] = ("tara_b",)
     points: int = 5
-    steps: int = 0
-    warm_steps: int = 0
+    steps: int = SWEEP_STEPS
+    warm_steps: int = SWEEP_WARM_STEPS
     baselines: bool = True
 
 
@@ -50,6 +60,7 @@ class Layout:
 
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     labels: dict[str, list[str]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
     baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
     front: list[tuple[float, float]] = field(default_factory=list)
     traces: list[list[Any]] = field(default_factory=list)
@@ -69,6 +80,7 @@ def run_sweep(
     *,
     on_point: Callable[[Any], None],
     progress: Callable[[float, str], None],
+    should_stop: Callable[[], bool] | None = None,
 ) -> Any:
     """The library's two-task sweep with the user's options; points stream to ``on_point``."""
     lib = feature("tradeoff")
@@ -77,7 +89,28 @@ def run_sweep(
         adapter_set, context, evaluator(bundle), tasks=list(tasks), points=options.points,
         methods=methods, steps=options.steps, warm_steps=options.warm_steps,
         baselines=options.baselines, on_point=on_point, progress=progress,
+        should_stop=should_stop,
     )  # fmt: skip
+
+
+def submit_sweep(
+    adapter_set: AdapterSet, context: Any, bundle: Any, tasks: tuple[str, str],
+    options: SweepOptions,
+) -> Job:  # fmt: skip
+    """Queue the sweep on the server's run queue; its points stream into ``job.items``.
+
+    Stopping keeps the points computed so far (the library polls the flag between runs and steps).
+    """
+
+    def work(progress, should_stop, publish):
+        return run_sweep(adapter_set, context, bundle, tasks, options, on_point=publish,
+                         progress=progress, should_stop=should_stop)  # fmt: skip
+
+    label = f"Trade-off sweep {tasks[0]} vs {tasks[1]}"
+    job = server_queue().submit(("sweep", tasks, options), label, work, stop_in_progress=False,
+                                isolated=True)  # fmt: skip
+    job.meta.update(pair=tuple(tasks), options=options)
+    return job
 
 
 def layout(points: Sequence[Any], front: Sequence[int] = ()) -> Layout:
@@ -93,6 +126,7 @@ def layout(points: Sequence[Any], front: Sequence[int] = ()) -> Layout:
         pts = sorted(pts, key=lambda p: p.t if p.t is not None else _lambda(p.label))
         out.curves[name] = [(p.scores[0], p.scores[1]) for p in pts]
         out.labels[name] = [p.label for p in pts]
+        out.notes[name] = [run_note(p) for p in pts]
         out.traces.append(pts)
     singles = [p for p in points if p.t is None and p.method != "task_arithmetic"]
     out.front = [tuple(points[i].scores[:2]) for i in front]
@@ -102,6 +136,22 @@ def layout(points: Sequence[Any], front: Sequence[int] = ()) -> Layout:
         out.baselines[p.label] = (p.scores[0], p.scores[1])
         out.traces.append([p])
     return out
+
+
+OBJECTIVE_WINDOW = 5  # steps averaged at each end of a run (the batch loss is noisy)
+
+
+def run_note(point: Any) -> str:
+    """Hover line of a learned point: steps run and the objective at their start and end."""
+    run = point.result.run if point.result is not None else {}
+    losses = list(run.get("losses") or [])
+    if not losses:
+        return ""
+    k = min(OBJECTIVE_WINDOW, len(losses))
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    warm = " (warm-started)" if run.get("warm_start") else ""
+    return (f"{len(losses)} steps{warm} · objective {first:.4f} → {last:.4f} "
+            f"({last - first:+.4f})")  # fmt: skip
 
 
 def _lambda(label: str) -> float:
@@ -117,6 +167,7 @@ def chart(points: Sequence[Any], tasks: tuple[str, str], front: Sequence[int] = 
         {names[n]: pts for n, pts in lay.curves.items()}, task_a=tasks[0], task_b=tasks[1],
         baselines=lay.baselines, front=lay.front,
         labels={names[n]: texts for n, texts in lay.labels.items()},
+        notes={names[n]: texts for n, texts in lay.notes.items()},
     )  # fmt: skip
 
 

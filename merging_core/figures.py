@@ -384,6 +384,7 @@ def tradeoff_chart(
     front: Sequence[tuple[float, float]] = (),
     current: tuple[float, float] | None = None,
     labels: Mapping[str, Sequence[str]] | None = None,
+    notes: Mapping[str, Sequence[str]] | None = None,
     metric: str = "normalised accuracy (%)",
     height: int = 520,
 ) -> go.Figure:
@@ -402,6 +403,7 @@ def tradeoff_chart(
         labels: curve name -> one short text per point (e.g. "λ=0.3"), drawn next to it; a
             labelled curve is drawn with a faint dotted line (its order is a parameter sweep,
             not a path through the plane).
+        notes: curve name -> one extra hover line per point (e.g. steps and objective).
         metric: what the axes measure.
     """
     title = f"Trade-off: {task_a} vs {task_b}"
@@ -413,9 +415,10 @@ def tradeoff_chart(
         )  # fmt: skip
         fig.update_xaxes(range=[0, 105])
         fig.update_yaxes(range=[0, 105])
-    labels = labels or {}
+    labels, notes = labels or {}, notes or {}
     for i, (name, points) in enumerate(curves.items()):
         texts = labels.get(name)
+        extra = list(notes.get(name) or [""] * len(points))
         fig.add_scatter(
             x=[p[0] for p in points],
             y=[p[1] for p in points],
@@ -426,9 +429,10 @@ def tradeoff_chart(
             textfont={"size": FONT_SIZE - 3},
             line={"dash": "dot", "width": 1} if texts else {"width": 2},
             marker={"size": 9, "color": SERIES_COLORS[i % len(SERIES_COLORS)]},
-            customdata=[[i, j, (p[0] + p[1]) / 2] for j, p in enumerate(points)],
+            customdata=[[i, j, (p[0] + p[1]) / 2, extra[j]] for j, p in enumerate(points)],
             hovertemplate=f"{name} %{{text}}<br>{task_a}: %{{x:.1f}}<br>"
-            f"{task_b}: %{{y:.1f}}<br>mean: %{{customdata[2]:.1f}}<extra></extra>"
+            f"{task_b}: %{{y:.1f}}<br>mean: %{{customdata[2]:.1f}}<br>%{{customdata[3]}}"
+            "<extra></extra>"
             if texts else f"{name} #%{{customdata[1]}}<br>{task_a}: %{{x:.1f}}<br>"
             f"{task_b}: %{{y:.1f}}<extra></extra>",
         )

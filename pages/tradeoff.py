@@ -7,11 +7,10 @@ from app_support import tradeoff_view as tv
 from app_support.evaluation import current_bundle
 from app_support.library import feature, needs
 from app_support.merging import open_result
-from app_support.session_cache import progress_bar
+from app_support.jobs import FAILED, STOPPED
+from app_support.run_view import status_panel
 from app_support.settings import request_settings
 from app_support.workset import narrow_selection, require_task_context, require_working_set
-
-ERRORS = (ValueError, KeyError, TypeError)
 
 state.init_state()
 st.title("Trade-off")
@@ -43,35 +42,34 @@ with st.expander("Sweep settings", expanded=False):
                                      format_func=tv.method_label, key="tradeoff.methods")),
         points=st.slider("Preferences t on the grid", 3, 21, 5, key="tradeoff.points"),
         steps=st.slider("Steps of the first (middle) point (0 = the method's schedule)", 0, 500,
-                        0, key="tradeoff.steps"),
+                        tv.SweepOptions.steps, key="tradeoff.steps", help=tv.STEPS_HELP),
         warm_steps=st.slider("Steps of each warm-started point (0 = the method's schedule)", 0,
-                             200, 0, key="tradeoff.warm"),
+                             200, tv.SweepOptions.warm_steps, key="tradeoff.warm"),
         baselines=st.toggle("Add baseline points", value=True, key="tradeoff.baselines"),
     )  # fmt: skip
 pair = (task_a, task_b)
 stored = st.session_state[state.TRADEOFF_POINTS].get(pair)
 run = st.button("Run sweep", type="primary", key="tradeoff.run")
 chart_slot = st.empty()
+job = st.session_state.get(state.TRADEOFF_JOB)
 if run:
-    streamed = []
-
-    def on_point(point) -> None:
-        streamed.append(point)
-        chart_slot.plotly_chart(tv.chart(streamed, pair), width="stretch")
-
-    report, done = progress_bar("Sweeping:")
-    try:
-        result = tv.run_sweep(
-            adapter_set, context, current_bundle(), pair, options, on_point=on_point,
-            progress=report,
-        )  # fmt: skip
-    except ERRORS as err:
-        st.error(f"The sweep failed: {err}")
-        st.stop()
-    finally:
-        done()
-    stored = (result, options)
-    st.session_state[state.TRADEOFF_POINTS][pair] = stored
+    if job is not None and not job.finished_:
+        job.cancel()  # a new sweep replaces this session's running one
+    job = tv.submit_sweep(adapter_set, context, current_bundle(), pair, options)
+    st.session_state[state.TRADEOFF_JOB] = job
+if job is not None and job.meta["pair"] == pair and not job.finished_:
+    status_panel(job, stop_key="tradeoff.stop",
+                 draw=lambda: st.plotly_chart(tv.chart(list(job.items), pair), width="stretch"))
+    st.stop()
+if job is not None and job.finished_ and not job.meta.get("seen"):
+    job.meta["seen"] = True
+    if job.status == FAILED:
+        st.error(f"The sweep failed: {job.error}")
+    elif job.result is not None:
+        stored = (job.result, job.meta["options"])
+        st.session_state[state.TRADEOFF_POINTS][job.meta["pair"]] = stored
+        if job.status == STOPPED:
+            st.info(f"Stopped: showing the {len(job.result.points)} points computed so far.")
 if stored is None:
     chart_slot.plotly_chart(tv.chart([], pair), width="stretch")
     st.info("Press **Run sweep** to compute the curve for these two tasks.")

@@ -30,10 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", default="tara_a,tara_b,adamerging_layer",
                         help="comma list of registered preference methods (tara_a, tara_b, "
                              "adamerging_layer: layer-wise, TARA-repo variant)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=0,
-                        help="steps of the first point (0 = the method's default schedule)")
-    parser.add_argument("--warm-steps", type=int, default=0,
-                        help="steps per warm-started point (0 = the method's default)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps of the first point (default: the sweep's own schedule, "
+                             "tradeoff.SWEEP_STEPS; 0 = the method's default schedule)")  # fmt: skip
+    parser.add_argument("--warm-steps", type=int, default=None,
+                        help="steps per warm-started point (default: tradeoff.SWEEP_WARM_STEPS; "
+                             "0 = the method's default)")  # fmt: skip
     parser.add_argument("--alpha", type=float, default=1.0, help="STCH smoothing α (1.0)")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
@@ -41,14 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from merging_core.tradeoff import two_task_sweep
+    from merging_core.tradeoff import SWEEP_STEPS, SWEEP_WARM_STEPS, two_task_sweep
 
+    steps = SWEEP_STEPS if args.steps is None else args.steps
+    warm_steps = SWEEP_WARM_STEPS if args.warm_steps is None else args.warm_steps
     bundle, adapters, task_data = load(args)
     tasks = [int(t) if t.isdigit() else t for t in args.tasks]
     methods = {m.strip(): sweep_params(m.strip(), args) for m in args.methods.split(",") if m.strip()}
     result = run_with_bar(args, lambda bar: two_task_sweep(
         adapters, task_data, normalised_scores(bundle), tasks=tasks, points=args.points,
-        methods=methods, steps=args.steps, warm_steps=args.warm_steps,
+        methods=methods, steps=steps, warm_steps=warm_steps,
         baselines=not args.no_baselines, seed=args.seed, progress=bar,
     ))  # fmt: skip
     if args.json:

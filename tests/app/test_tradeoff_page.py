@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -33,7 +34,20 @@ def short_sweep(at):
     at.slider(key="tradeoff.warm").set_value(1)
     at.button(key="tradeoff.run").click().run()
     assert not at.exception, at.exception
+    wait_for_sweep(at)
     return at
+
+
+def wait_for_sweep(at, timeout: float = 120.0):
+    """Rerun the page (as its polling fragment would) once this session's sweep has finished."""
+    job = at.session_state[state.TRADEOFF_JOB]
+    deadline = time.monotonic() + timeout
+    while not job.finished_ and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.finished_, f"sweep still {job.status} after {timeout} s"
+    at.run()
+    assert not at.exception, at.exception
+    return job
 
 
 def test_empty_state_then_switch_tasks(page):
@@ -58,10 +72,33 @@ def test_short_sweep_plots_curve_baselines_and_front(page):
     spec = tradeoff_spec(page)
     names = [t["name"] for t in spec["data"]]
     assert names[0].startswith(tv.method_label("tara_b")) and len(spec["data"][0]["x"]) == 3
+    hover = [row[3] for row in spec["data"][0]["customdata"]]  # steps and objective per point
+    assert all(" steps" in h and "objective" in h for h in hover), hover
+    assert sum("warm-started" in h for h in hover) == 2  # the middle point starts cold
     assert any(n.startswith(tv.TA_CURVE) for n in names) and "Pareto front" in names
     assert tv.method_label("ties") in names  # a baseline operating point, at its defaults
     result, _ = page.session_state[state.TRADEOFF_POINTS][("task0", "task1")]
     assert all(0.0 <= s <= 100.0 for p in result.points for s in p.scores)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_on_the_queue_and_stop_keeps_its_points(page):
+    page.multiselect(key="tradeoff.methods").set_value(["tara_b"])
+    page.slider(key="tradeoff.points").set_value(5)
+    page.slider(key="tradeoff.steps").set_value(500)
+    page.slider(key="tradeoff.warm").set_value(200)
+    page.toggle(key="tradeoff.baselines").set_value(False)
+    page.button(key="tradeoff.run").click().run()
+    job = page.session_state[state.TRADEOFF_JOB]
+    assert page.button(key="tradeoff.stop")  # the status panel with its Stop button
+    while not job.items and not job.finished_:
+        time.sleep(0.05)
+    job.cancel()  # what the Stop button does
+    wait_for_sweep(page)
+    assert job.status == "stopped"
+    result, _ = page.session_state[state.TRADEOFF_POINTS][("task0", "task1")]
+    assert 1 <= len(result.points) < 5
+    assert any("Stopped: showing the" in i.value for i in page.info)
 
 
 @pytest.mark.slow
