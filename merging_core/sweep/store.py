@@ -86,22 +86,22 @@ def state_path(folder: Path, key: str) -> Path:
 
 def save_state(folder: Path, key: str, state: Mapping[str, torch.Tensor]) -> str:
     """Write a learned state (name -> tensor) atomically; returns its path inside the folder."""
-    from safetensors.torch import save_file
+    from merging_core.io import state_to_bytes
 
     path = state_path(folder, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    tmp.write_bytes(state_to_bytes(state))
     os.replace(tmp, path)
     return str(path.relative_to(folder))
 
 
 def load_state(folder: Path, key: str) -> dict[str, torch.Tensor] | None:
     """The saved state of point ``key``, or None when it has none."""
-    from safetensors.torch import load_file
+    from merging_core.io import load_state as read_state
 
     path = state_path(folder, key)
-    return load_file(str(path)) if path.is_file() else None
+    return read_state(path) if path.is_file() else None
 
 
 def save_spec(folder: Path, spec: Mapping[str, Any]) -> None:
