@@ -55,8 +55,12 @@ def describe(job: Job, ahead: int) -> str:
     done, total = counted
     unit = unit_of(job)
     rate, left = job.rate_and_eta(total)
-    speed = (f"{rate:.2f} {unit}s/s · about {duration(left)} left" if rate is not None
-             else "measuring its speed…")  # fmt: skip
+    if rate is None:
+        speed = "measuring its speed…"
+    elif unit == "step":
+        speed = f"{rate:.2f} steps/s · about {duration(left)} left"
+    else:  # the fraction counts work, not points: only the time left is meaningful
+        speed = f"about {duration(left)} left"
     return f"{job.label}: {unit} {done} of {total} · {speed}"
 
 

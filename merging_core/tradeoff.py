@@ -47,6 +47,8 @@ TA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))
 # (5 epochs × 50 batches = 250) and each continuation point 100 more, so points can separate.
 SWEEP_STEPS = 250
 SWEEP_WARM_STEPS = 100
+DEFAULT_STEPS_GUESS = 40  # progress weight of a run on the method's own schedule (vision8's)
+BASELINE_WEIGHT = 2  # progress weight of a data-free point (a merge and one evaluation)
 
 
 @dataclass(frozen=True)
@@ -172,46 +174,59 @@ def two_task_sweep(
     grid = preference_grid(points)
     specs = _baseline_specs(ta_grid) if baselines else []
     jobs = len(methods) * len(grid) + len(specs)
+    # progress counts work, not points: a learned point weighs its steps, a baseline a few
+    work = [steps or DEFAULT_STEPS_GUESS] + [warm_steps or DEFAULT_STEPS_GUESS] * (len(grid) - 1)
+    total = len(methods) * sum(work) + BASELINE_WEIGHT * len(specs)
     out: list[TradeoffPoint] = []
     skipped: dict[str, str] = {}
+    done = [0.0]
 
-    def emit(point: TradeoffPoint) -> None:
+    def emit(point: TradeoffPoint, weight: float) -> None:
         out.append(point)
+        done[0] += weight
         if on_point is not None:
             on_point(point)
-        report_progress(progress, len(out) / jobs,
+        report_progress(progress, done[0] / total,
                         f"point {len(out)} of {jobs} ({point.method} {point.label})")  # fmt: skip
 
+    def within(weight: float) -> Progress | None:
+        """The running merge's own progress, as a slice of the sweep's."""
+        if progress is None:
+            return None
+        start, label = done[0], f"point {len(out) + 1} of {jobs}"
+        return lambda f, _m: report_progress(progress, (start + f * weight) / total, label)
+
     for method, fixed in methods.items():
-        done: dict[int, MergeResult] = {}
-        for k, neighbour in continuation_order(len(grid)):
+        finished: dict[int, MergeResult] = {}
+        for order, (k, neighbour) in enumerate(continuation_order(len(grid))):
             if should_stop is not None and should_stop():
                 break
             t = grid[k]
             params = {**fixed, "rho": (t, 1.0 - t),
                       "steps": steps if neighbour is None else warm_steps}  # fmt: skip
-            warm = None if neighbour is None else done[neighbour]
+            warm = None if neighbour is None else finished[neighbour]
             point = _point(pair, method, params, f"t={t:.2f}", t, evaluate, seed=seed,
-                           task_data=task_data, warm=warm, cache=cache, stop=should_stop)  # fmt: skip
+                           task_data=task_data, warm=warm, cache=cache, stop=should_stop,
+                           progress=within(work[order]))  # fmt: skip
             if point is None:
                 break
-            emit(point)
-            done[k] = point.result
+            emit(point, work[order])
+            finished[k] = point.result
     for label, method, params in specs:
         if should_stop is not None and should_stop():
             break
         try:
-            emit(_point(pair, method, params, label, None, evaluate, seed=seed))
+            emit(_point(pair, method, params, label, None, evaluate, seed=seed), BASELINE_WEIGHT)
         except (KeyError, ValueError) as err:
             skipped[label] = f"{method}: {err}"
     return _result(tuple(pair.names), out, skipped)
 
 
 def _point(pair, method, params, label, t, evaluate, *, seed, task_data=None, warm=None,
-           cache=None, stop=None) -> TradeoffPoint | None:  # fmt: skip
+           cache=None, stop=None, progress=None) -> TradeoffPoint | None:  # fmt: skip
     start = time.perf_counter()
     result = merge(pair, method, task_data=task_data, warm_start=warm, should_stop=stop,
-                   seed=seed, cache=cache, **params)  # fmt: skip
+                   seed=seed, cache=cache, progress=progress, **params)  # fmt: skip
     if result.run.get("stopped"):
         return None
     seconds = time.perf_counter() - start

@@ -120,6 +120,12 @@ def test_slider_updates_chart_quickly(page, adapter_dir, shots):
 
 def click_first_sweep_point(tab) -> None:
     """Click (with the mouse) the first point of the first curve of the trade-off chart."""
+    tab.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')]
+          .find(el => (el.layout?.title?.text || '').includes('Trade-off'))
+          .scrollIntoView({block: 'center'})"""
+    )
+    tab.wait_for_timeout(300)
     x, y = tab.evaluate(
         """() => {
         const gd = [...document.querySelectorAll('.js-plotly-plot')]
@@ -140,7 +146,13 @@ def test_tradeoff_sweep_streams_and_opens_a_point(page, adapter_dir, shots):
         pytest.skip("needs the vision8 sample bundle (trade-offs need task data)")
     open_page(page, "Trade-off")
     settle(page)
+    page.get_by_text("Sweep settings").click()
+    for slider in (1, 2):  # first / warm-started steps -> 0: the method's own (short) schedule
+        page.get_by_role("slider").nth(slider).focus()
+        page.keyboard.press("Home")
+        settle(page)
     page.get_by_role("button", name="Run sweep").click()
+    page.get_by_role("button", name="Stop").first.wait_for(timeout=60_000)  # queued, with Stop
     # the point picker appears only once the sweep has finished (the caption names the front too)
     page.get_by_text("Or pick a point").first.wait_for(timeout=300_000)
     settle(page)

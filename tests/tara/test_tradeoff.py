@@ -44,12 +44,16 @@ def test_grid_and_continuation_order():
 
 
 def test_sweep_streams_points_and_front_is_non_dominated(toy_adapters, toy_context):
-    seen = []
+    seen, reports = [], []
     res = two_task_sweep(
         toy_adapters, toy_context, make_evaluate(toy_context), tasks=("task0", "task2"),
         points=5, methods={"tara_b": {"lr": 0.05}, "adamerging_layer": {"variant": "tara_repo"}},
         steps=6, warm_steps=3, ta_grid=(0.2, 0.6), on_point=seen.append,
+        progress=lambda f, m: reports.append((f, m)),
     )  # fmt: skip
+    fractions = [f for f, _ in reports]  # weighted by work, reported inside each run too
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert len(reports) > len(res.points) and reports[0][1] == f"point 1 of {len(res.points)}"
     assert res.tasks == ("task0", "task2")
     assert list(res.points) == seen
     tara = [p for p in res.points if p.method == "tara_b"]
