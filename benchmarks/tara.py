@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_slider:
         slider(bundle, adapters)
     if not args.skip_timings:
-        timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps)
+        timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps,
+                precision=args.precision, sweeps=not args.skip_sweeps)  # fmt: skip
     if not args.skip_table:
         table(bundle, adapters, context, seeds=args.seeds, steps=args.steps,
               ada_steps=args.ada_steps or None, baselines=not args.skip_baselines,
@@ -113,7 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-proxy", action="store_true")
     p.add_argument("--skip-floor", action="store_true")
     p.add_argument("--skip-slider", action="store_true")
-    p.add_argument("--floor-threads", default="1", help="thread counts of the floor table, e.g. 1,2")
+    p.add_argument("--skip-sweeps", action="store_true", help="timings without the sweeps")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="precision of the TARA runs in the timings")  # fmt: skip
+    p.add_argument("--floor-threads", default="1", help="floor table's thread counts, e.g. 1,2")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument(
         "--rows",
@@ -159,8 +163,11 @@ def proxy_check(bundle, adapters, context) -> None:
 # The compute floor of a TARA step.
 
 
-FLOOR_RUNS = (("TARA-B", "tara_b", {}), ("TARA-A", "tara_a", {}),
-              ("AdaMerging layer-wise", "adamerging_layer", {"variant": "tara_repo"}))
+FLOOR_RUNS = (
+    ("TARA-B", "tara_b", {}),
+    ("TARA-A", "tara_a", {}),
+    ("AdaMerging layer-wise", "adamerging_layer", {"variant": "tara_repo"}),
+)
 
 
 def floor(adapters, context, *, steps: int, threads: tuple[int, ...], repeat: int = 10) -> None:
@@ -181,8 +188,10 @@ def floor(adapters, context, *, steps: int, threads: tuple[int, ...], repeat: in
     print("matmul throughput (512², float32): " + ", ".join(
         f"{rates[n] / 1e9:.1f} GFLOP/s at {n} thread{'s' if n > 1 else ''}" for n in threads)
         + f" on {context.device}\n")  # fmt: skip
-    print("| method | GFLOP/step | precision | threads | floor s/step | wall s/step | "
-          "CPU s/step | ratio to floor (wall) | 40 steps (s) | 250 steps (s) |")
+    print(
+        "| method | GFLOP/step | precision | threads | floor s/step | wall s/step | "
+        "CPU s/step | ratio to floor (wall) | 40 steps (s) | 250 steps (s) |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, method, fixed in FLOOR_RUNS:
         merge(adapters, method, should_stop=lambda: True, **fixed, **kw)  # anchors + banks
@@ -264,11 +273,13 @@ def slider(bundle, adapters, *, repeat: int = 5) -> None:
 # Timings.
 
 
-def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
-    """Full run, warm re-run after a ρ change, 11-point two-task sweep (per method)."""
+def timings(bundle, adapters, context, *, steps: int, warm: int, precision: str = "float32",
+            sweeps: bool = True) -> None:  # fmt: skip
+    """Full run, warm re-run after a ρ change, 250 TARA-B steps, 11-point two-task sweep (per
+    method)."""
     rows = []
     cache = AdaptiveCache()  # anchors + banks cached, as in the app
-    kw = dict(task_data=context, cache=cache)
+    kw = dict(task_data=context, cache=cache, precision=precision)
     merge(adapters, "tara_b", steps=1, **kw)
     merge(adapters, "tara_a", steps=1, **kw)
     n = len(adapters)
@@ -286,14 +297,14 @@ def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
     rows.append(("TARA-B 250 steps", long[1:], 25.0))
     evaluate = _normalised(bundle)
     pair = (bundle.task_names[0], bundle.task_names[1])
-    for method in ("tara_a", "tara_b", "adamerging_layer"):
+    for method in ("tara_a", "tara_b", "adamerging_layer") if sweeps else ():
         sweep = _timed(lambda m=method: two_task_sweep(
             adapters, context, evaluate, tasks=pair, points=11,
             methods={m: DEFAULT_SWEEP[m]}, steps=steps, warm_steps=warm, baselines=False,
             cache=cache))  # fmt: skip
         rows.append((f"11-point sweep {pair[0]}/{pair[1]}, {method} ({steps or 'default'} + "
                      f"10×{warm} steps)", sweep[1:], 60.0))  # fmt: skip
-    print(f"## Timings ({torch.get_num_threads()} thread(s))\n\n"
+    print(f"## Timings ({torch.get_num_threads()} thread(s), {precision})\n\n"
           "| what | wall s | CPU s | target (wall) | ok |\n|---|---:|---:|---:|:--:|")  # fmt: skip
     for what, (sec, cpu), target in rows:
         print(f"| {what} | {sec:.1f} | {cpu:.1f} | ≤ {target:g} | "

@@ -120,9 +120,13 @@ def observed(module: nn.Module) -> bool:
 def _hooked(module: nn.Module, *, merge_hooks_count: bool) -> bool:
     from torch.nn.modules import module as torch_module
 
-    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
-            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
-        return True  # fmt: skip
+    if (
+        torch_module._global_forward_hooks
+        or torch_module._global_forward_pre_hooks
+        or torch_module._global_backward_hooks
+        or torch_module._global_backward_pre_hooks
+    ):
+        return True
     if module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
         return True
     return any(merge_hooks_count or not getattr(h, "merge_update", False)

@@ -20,8 +20,8 @@ def plain_forward(model: TinyViT, images: torch.Tensor) -> torch.Tensor:
         attn, h = block.attn, block.norm1(x)
         n, t, d = h.shape
 
-        def split(z):
-            return z.view(n, t, attn.heads, d // attn.heads).transpose(1, 2)
+        def split(z, n=n, t=t, heads=attn.heads, d=d):
+            return z.view(n, t, heads, d // heads).transpose(1, 2)
 
         q, k, v = split(attn.q_proj(h)), split(attn.k_proj(h)), split(attn.v_proj(h))
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, d)
@@ -82,7 +82,8 @@ def test_every_update_reaches_the_output(model, images):
 
 def test_functional_call_weights_match(model, images):
     """The bundle's evaluation swaps in ``W + ΔW`` with ``functional_call``."""
-    weights = {f"{p}.weight": model.get_submodule(p).weight + 0.05 for p in lora_target_paths(CONFIG)}
+    paths = lora_target_paths(CONFIG)
+    weights = {f"{p}.weight": model.get_submodule(p).weight + 0.05 for p in paths}
     fast = functional_call(model, weights, (model.embed(images),), {"embedded": True})
     copy = TinyViT(CONFIG)
     copy.load_state_dict({**model.state_dict(), **weights})

@@ -19,8 +19,8 @@ def plain_forward(self: TinyViT, images: torch.Tensor, *, embedded: bool = False
         attn, h = block.attn, block.norm1(x)
         n, t, d = h.shape
 
-        def split(z):
-            return z.view(n, t, attn.heads, d // attn.heads).transpose(1, 2)
+        def split(z, n=n, t=t, heads=attn.heads, d=d):
+            return z.view(n, t, heads, d // heads).transpose(1, 2)
 
         q, k, v = split(attn.q_proj(h)), split(attn.k_proj(h)), split(attn.v_proj(h))
         x = x + attn.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
@@ -70,8 +70,10 @@ def test_threads_apply_to_the_loop_only(monkeypatch):
     target = 2 if before != 2 else 1
     config = TrainConfig(steps=2, lr=1e-3, entropy_scale=1.0, threads=target)
     objective = lambda H: H.sum()  # noqa: E731
-    monkeypatch.setattr("merging_core.adaptive.loop._one_step",
-                        lambda data, tasks, streams, banks, coeffs, *a: (coeffs(), (0.0, []))[1])
+    monkeypatch.setattr(
+        "merging_core.adaptive.loop._one_step",
+        lambda data, tasks, streams, banks, coeffs, *a: (coeffs(), (0.0, []))[1],
+    )
     train_coefficients(data, data.task_names, {}, Spy(), objective, config=config,
                        generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert seen == [target, target] and torch.get_num_threads() == before
