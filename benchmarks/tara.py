@@ -5,8 +5,11 @@
 
 Prints (stdout, Markdown):
 
-1. CPU (or CUDA) timings: a full TARA-A / TARA-B run, a warm-started re-run after a ρ change,
-   an 11-point two-task sweep per method (targets 20 s / 5 s / 60 s on CPU).
+1. The compute floor of a TARA-B / TARA-A / AdaMerging step (FLOPs, matmul throughput) beside
+   the measured step in float32 and bfloat16 at 1 and 2 threads; the Merge page's slider path
+   (merge + per-task accuracy); CPU (or CUDA) timings: a full TARA-A / TARA-B run, a
+   warm-started re-run after a ρ change, 250 TARA-B steps, an 11-point two-task sweep per
+   method (targets 20 s / 5 s / 25 s / 60 s on CPU).
 2. Per-task and average normalised test accuracy for the data-free baselines (scaling chosen on
    the validation split from a small grid, as the paper's baselines are), AdaMerging and TARA-A/B
    (mean ± sd over seeds), then which of the paper's orderings reproduce.
@@ -70,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_proxy:
         proxy_check(bundle, adapters, context)
     if not args.skip_floor:
-        floor(adapters, context, steps=args.steps)
+        floor(adapters, context, steps=args.steps,
+              threads=tuple(int(t) for t in args.floor_threads.split(",")))  # fmt: skip
+    if not args.skip_slider:
+        slider(bundle, adapters)
     if not args.skip_timings:
-        timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps)
+        timings(bundle, adapters, context, steps=args.steps, warm=args.warm_steps,
+                precision=args.precision, sweeps=not args.skip_sweeps)  # fmt: skip
     if not args.skip_table:
         table(bundle, adapters, context, seeds=args.seeds, steps=args.steps,
               ada_steps=args.ada_steps or None, baselines=not args.skip_baselines,
@@ -106,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-table", action="store_true")
     p.add_argument("--skip-proxy", action="store_true")
     p.add_argument("--skip-floor", action="store_true")
+    p.add_argument("--skip-slider", action="store_true")
+    p.add_argument("--skip-sweeps", action="store_true", help="timings without the sweeps")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="precision of the TARA runs in the timings")  # fmt: skip
+    p.add_argument("--floor-threads", default="1", help="floor table's thread counts, e.g. 1,2")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument(
         "--rows",
@@ -151,59 +163,128 @@ def proxy_check(bundle, adapters, context) -> None:
 # The compute floor of a TARA step.
 
 
-def floor(adapters, context, *, steps: int) -> None:
-    """FLOPs of one TARA step (forward + backward, counted by torch), this device's measured
-    matmul throughput, and the floor time of a run; then the measured time per step in float32
-    and bfloat16 autocast, side by side."""
+FLOOR_RUNS = (
+    ("TARA-B", "tara_b", {}),
+    ("TARA-A", "tara_a", {}),
+    ("AdaMerging layer-wise", "adamerging_layer", {"variant": "tara_repo"}),
+)
+
+
+def floor(adapters, context, *, steps: int, threads: tuple[int, ...], repeat: int = 10) -> None:
+    """Per method: FLOPs of one step (forward + backward, counted by torch), this device's
+    matmul throughput, the floor time of a step and of 40 / 250 steps; then the measured time
+    per step in float32 and bfloat16 autocast at each thread count, and 40 / 250 steps at that
+    rate (wall; CPU seconds beside it: on a shared machine wall time includes waiting)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     kw = dict(task_data=context, cache=AdaptiveCache())
-    planned = merge(adapters, "tara_b", should_stop=lambda: True, **kw)  # anchors + banks cached
-    n_steps = steps or planned.diagnostics["steps_planned"]
-    with FlopCounterMode(display=False) as counter:
-        merge(adapters, "tara_b", steps=1, **kw)
-    step_flops = counter.get_total_flops()  # one forward + backward over N tasks × batch
-    rate = _matmul_rate(context.device)
-    print("## Compute floor of TARA-B\n")
-    print(f"one step ≈ {step_flops / 1e9:.2f} GFLOP; matmul throughput "
-          f"{rate / 1e9:.1f} GFLOP/s on {context.device} ({torch.get_num_threads()} threads); "
-          f"floor for {n_steps} steps ≈ {n_steps * step_flops / rate:.1f} s\n")  # fmt: skip
-    print("| precision | s/step (wall) | CPU s/step | floor s/step | ratio to floor |")
-    print("|---|---:|---:|---:|---:|")
-    for precision in ("float32", "bfloat16"):
-        merge(adapters, "tara_b", steps=1, precision=precision, **kw)  # warm
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        merge(adapters, "tara_b", steps=20, precision=precision, **kw)
-        wall = (time.perf_counter() - wall0) / 20
-        cpu = (time.process_time() - cpu0) / 20
-        print(f"| {precision} | {wall:.3f} | {cpu:.3f} | {step_flops / rate:.3f} | "
-              f"{wall / (step_flops / rate):.1f}× |")  # fmt: skip
+    before = torch.get_num_threads()
+    rates = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        rates[n] = _matmul_rate(context.device)
+    torch.set_num_threads(before)
+    print("## Compute floor of a step (vision8: 8 tasks × 16 images, forward + backward)\n")
+    print("matmul throughput (512², float32, per wall second / per CPU second): " + ", ".join(
+        f"{rates[n][0] / 1e9:.1f} / {rates[n][1] / 1e9:.1f} GFLOP/s at {n} thread(s)"
+        for n in threads) + f" on {context.device}. Floor = FLOPs / the rate per CPU second "
+        "(CPU-s); the wall floor at n threads is that over n.\n")  # fmt: skip
+    print(
+        "| method | GFLOP/step | precision | threads | floor CPU-s/step | CPU-s/step | "
+        "CPU / floor | wall s/step | 40 steps wall (s) | 250 steps wall (s) |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, method, fixed in FLOOR_RUNS:
+        merge(adapters, method, should_stop=lambda: True, **fixed, **kw)  # anchors + banks
+        counter = FlopCounterMode(display=False)
+        counter.mod_tracker = _NoModuleTracking()
+        with counter:
+            merge(adapters, method, steps=1, **fixed, **kw)
+        flops = counter.get_total_flops()
+        for n in threads:
+            torch.set_num_threads(n)
+            for precision in ("float32", "bfloat16"):
+                merge(adapters, method, steps=1, precision=precision, **fixed, **kw)  # warm
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                merge(adapters, method, steps=repeat, precision=precision, **fixed, **kw)
+                wall = (time.perf_counter() - wall0) / repeat
+                cpu = (time.process_time() - cpu0) / repeat
+                low = flops / rates[n][1]
+                print(f"| {label} | {flops / 1e9:.2f} | {precision} | {n} | {low:.3f} | "
+                      f"{cpu:.3f} | {cpu / low:.2f}× | {wall:.3f} | {40 * wall:.1f} | "
+                      f"{250 * wall:.1f} |")  # fmt: skip
+            torch.set_num_threads(before)
     print()
 
 
-def _matmul_rate(device) -> float:
-    """FLOP/s of a 512 × 512 float32 matmul loop on ``device`` (the best of three)."""
+class _NoModuleTracking:
+    """Stands in for ``FlopCounterMode``'s module tracker, whose global module hooks would send
+    the tiny ViT down its plain path (it steps aside for anyone watching its modules): counts
+    then go to "Global" only, which is all the floor needs."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args) -> bool:
+        return False
+
+
+def _matmul_rate(device) -> tuple[float, float]:
+    """FLOP per wall second and per CPU second (all threads together) of a 512 × 512 float32
+    matmul loop on ``device``, each the best of five. On a shared CPU the wall rate drops with
+    the load; the CPU rate is what the process gets while it runs."""
     a = torch.randn(512, 512, device=device)
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
+    work = 20 * 2 * 512**3
+    wall, cpu = 0.0, 0.0
+    for _ in range(5):
+        start, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(20):
             a @ a
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
-        best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start))
-    return best
+        wall = max(wall, work / (time.perf_counter() - start))
+        cpu = max(cpu, work / max(time.process_time() - cpu0, 1e-9))
+    return wall, cpu
+
+
+# ---------------------------------------------------------------------------------------------
+# The Merge page's Task Arithmetic slider: one evaluation per task, as the app calls it.
+
+
+def slider(bundle, adapters, *, repeat: int = 5) -> None:
+    """Merge + test-split accuracy of every task (one ``evaluate`` call per task, as the Merge
+    page scores them) for a Task Arithmetic slider move; best and median of ``repeat`` moves."""
+    lam = 0.3
+    bundle.evaluate(merge(adapters, "task_arithmetic", scaling=lam))  # tokens cached
+    walls, cpus = [], []
+    for i in range(repeat):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        result = merge(adapters, "task_arithmetic", scaling=lam + 0.01 * (i + 1))
+        for task in bundle.task_names:
+            bundle.evaluate(result, tasks=[task], split="test")
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(time.process_time() - cpu0)
+    images = sum(len(bundle.labels(t, "test")) for t in bundle.task_names)
+    print("## Slider path: Task Arithmetic move, merge + accuracy of every task\n")
+    print(f"{len(bundle.task_names)} tasks, {images} test images, {torch.get_num_threads()} "
+          f"thread(s): best {min(walls):.3f} s wall / {min(cpus):.3f} CPU-s, median "
+          f"{statistics.median(walls):.3f} s wall / {statistics.median(cpus):.3f} CPU-s "
+          f"(target ≤ 0.5 s)\n")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
 # Timings.
 
 
-def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
-    """Full run, warm re-run after a ρ change, 11-point two-task sweep (per method)."""
+def timings(bundle, adapters, context, *, steps: int, warm: int, precision: str = "float32",
+            sweeps: bool = True) -> None:  # fmt: skip
+    """Full run, warm re-run after a ρ change, 250 TARA-B steps, 11-point two-task sweep (per
+    method)."""
     rows = []
     cache = AdaptiveCache()  # anchors + banks cached, as in the app
-    kw = dict(task_data=context, cache=cache)
+    kw = dict(task_data=context, cache=cache, precision=precision)
     merge(adapters, "tara_b", steps=1, **kw)
     merge(adapters, "tara_a", steps=1, **kw)
     n = len(adapters)
@@ -212,30 +293,34 @@ def timings(bundle, adapters, context, *, steps: int, warm: int) -> None:
         method = f"tara_{variant}"
         first = _timed(lambda m=method: merge(adapters, m, steps=steps, **kw))
         done = first[0].run["steps_done"]
-        rows.append((f"TARA-{variant.upper()} full run ({done} steps)", first[1], 20.0))
+        rows.append((f"TARA-{variant.upper()} full run ({done} steps)", first[1:], 20.0))
         rerun = _timed(lambda m=method, r=first[0]: merge(
             adapters, m, steps=warm, rho=skewed, warm_start=r, **kw))  # fmt: skip
-        rows.append((f"TARA-{variant.upper()} warm re-run after ρ change ({warm} steps)", rerun[1],
-                     5.0))  # fmt: skip
+        rows.append((f"TARA-{variant.upper()} warm re-run after ρ change ({warm} steps)",
+                     rerun[1:], 5.0))  # fmt: skip
+    long = _timed(lambda: merge(adapters, "tara_b", steps=250, **kw))
+    rows.append(("TARA-B 250 steps", long[1:], 25.0))
     evaluate = _normalised(bundle)
     pair = (bundle.task_names[0], bundle.task_names[1])
-    for method in ("tara_a", "tara_b", "adamerging_layer"):
+    for method in ("tara_a", "tara_b", "adamerging_layer") if sweeps else ():
         sweep = _timed(lambda m=method: two_task_sweep(
             adapters, context, evaluate, tasks=pair, points=11,
             methods={m: DEFAULT_SWEEP[m]}, steps=steps, warm_steps=warm, baselines=False,
             cache=cache))  # fmt: skip
         rows.append((f"11-point sweep {pair[0]}/{pair[1]}, {method} ({steps or 'default'} + "
-                     f"10×{warm} steps)", sweep[1], 60.0))  # fmt: skip
-    print("## Timings\n\n| what | seconds | target | ok |\n|---|---:|---:|:--:|")
-    for what, sec, target in rows:
-        print(f"| {what} | {sec:.1f} | ≤ {target:g} | {'yes' if sec <= target else 'no'} |")
+                     f"10×{warm} steps)", sweep[1:], 60.0))  # fmt: skip
+    print(f"## Timings ({torch.get_num_threads()} thread(s), {precision})\n\n"
+          "| what | wall s | CPU s | target (wall) | ok |\n|---|---:|---:|---:|:--:|")  # fmt: skip
+    for what, (sec, cpu), target in rows:
+        print(f"| {what} | {sec:.1f} | {cpu:.1f} | ≤ {target:g} | "
+              f"{'yes' if sec <= target else 'no'} |")  # fmt: skip
     print()
 
 
 def _timed(fn):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, time.perf_counter() - start, time.process_time() - cpu
 
 
 def _normalised(bundle, split: str = "test"):

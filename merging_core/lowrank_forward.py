@@ -15,6 +15,11 @@ Two exact routes per module, chosen by cost (``route="auto"``):
 
 Optionally the block also *captures* chosen modules' inputs (``capture``): a data-driven method
 that scores layer inputs (NSC-Merging) sees them without touching the model itself.
+
+Models that fuse several projections into one matmul (the tiny ViT's q/k/v) ask
+:func:`linear_weight` for the weight each layer applies right now, and :func:`observed` whether
+anyone watches a module's inputs or outputs; either answer sends them back to calling the layers
+one by one, so a fused forward is the same function of the inputs as the plain one.
 """
 
 from __future__ import annotations
@@ -88,6 +93,46 @@ def require_unpatched(model: nn.Module) -> None:
         )
 
 
+def linear_weight(layer: nn.Linear) -> torch.Tensor | None:
+    """The weight ``layer`` applies in its forward now, or None when its output is not
+    ``linear(x, weight, layer.bias)`` alone.
+
+    ``W`` for a plain layer, ``W + B A`` while :func:`patched` runs it on the dense route; None
+    when any hook is registered on it (a factored update, a capture, a caller's hook) or
+    globally, or its forward was replaced by someone else.
+    """
+    if type(layer) is not nn.Linear or _hooked(layer, merge_hooks_count=True):
+        return None
+    override = layer.__dict__.get("forward")
+    if override is None:
+        return layer.weight
+    merged = getattr(override, "merged_weight", None)
+    return merged() if merged is not None else None
+
+
+def observed(module: nn.Module) -> bool:
+    """True when a hook other than this file's factored updates is registered on ``module`` or a
+    submodule (someone records or changes what it sees), or globally; a model must then run
+    those submodules on exactly the inputs its plain forward gives them."""
+    return any(_hooked(m, merge_hooks_count=False) for m in module.modules())
+
+
+def _hooked(module: nn.Module, *, merge_hooks_count: bool) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if (
+        torch_module._global_forward_hooks
+        or torch_module._global_forward_pre_hooks
+        or torch_module._global_backward_hooks
+        or torch_module._global_backward_pre_hooks
+    ):
+        return True
+    if module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+        return True
+    return any(merge_hooks_count or not getattr(h, "merge_update", False)
+               for h in module._forward_hooks.values())  # fmt: skip
+
+
 def _layer(model: nn.Module, path: str) -> nn.Module:
     try:
         return model.get_submodule(path)
@@ -107,6 +152,10 @@ def _merged_forward(layer: nn.Linear, B: torch.Tensor, A: torch.Tensor) -> Calla
         weight = layer.weight + (B @ A).to(layer.weight.dtype)  # (d_out, R) @ (R, d_in)
         return nn.functional.linear(x, weight, layer.bias)
 
+    def merged_weight() -> torch.Tensor:
+        return layer.weight + (B @ A).to(layer.weight.dtype)
+
+    forward.merged_weight = merged_weight  # type: ignore[attr-defined]  # read by linear_weight
     return forward
 
 
@@ -124,4 +173,5 @@ def _hook(B: torch.Tensor, A: torch.Tensor) -> Callable[..., torch.Tensor]:
             output.dtype
         )  # (..., d_in) -> (..., R) -> (..., d_out)
 
+    hook.merge_update = True  # type: ignore[attr-defined]  # per token: not an observer
     return hook

@@ -38,6 +38,9 @@ class TrainConfig:
     ``entropy_scale``: the logit scale inside the entropies (see ``TaskData.logits``).
     ``precision``: ``"float32"`` or ``"bfloat16"`` (the forward runs under autocast; the
     coefficients, their gradients, the entropies and the optimiser stay float32).
+    ``threads``: torch intra-op threads while the loop runs (restored after); 0 keeps the
+    process's setting (the entry points choose it, see ``merging_core.runtime``). Torch's pool
+    is process-wide, so a server running other work beside the loop should keep 0.
     """
 
     steps: int
@@ -47,6 +50,7 @@ class TrainConfig:
     batches_per_step: int = 1
     optimizer: str = "adamw"
     precision: str = "float32"
+    threads: int = 0
 
 
 @dataclass
@@ -78,6 +82,21 @@ def train_coefficients(
     """
     if config.steps < 0:
         raise ValueError(f"steps must be >= 0, got {config.steps}")
+    if config.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: the process's setting), got {config.threads}")
+    before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(data, tasks, banks, coefficients, objective, config=config,
+                      generator=generator, progress=progress, should_stop=should_stop)  # fmt: skip
+    finally:
+        if config.threads:
+            torch.set_num_threads(before)
+
+
+def _train(data, tasks, banks, coefficients, objective, *, config, generator, progress,
+           should_stop) -> TrainTrace:  # fmt: skip
     opt = _optimizer(config, coefficients.parameters())
     streams = [BatchStream(data.num_unlabeled(t), config.batch_size, generator) for t in tasks]
     trace, start = TrainTrace(), time.perf_counter()

@@ -6,6 +6,17 @@ forward hooks of data-driven merges) address them by their module path.
 
 Input: ``(N, C, H, W)`` float images in ``[0, 1]``; output: ``(N, d_embed)`` image embeddings
 (unnormalised; heads normalise them, as CLIP does).
+
+Two exact savings in the forward (the same function as the plain layer-by-layer forward, to
+float32 round-off; ``tests/bundles/test_vit_fast.py``):
+
+* q/k/v run as one matmul with the three weights stacked, whenever each projection's output is
+  ``linear(x, weight, bias)`` (plain, or patched with a dense ``W + B A`` by
+  :func:`merging_core.lowrank_forward.patched`); a projection with a hook (a factored update, a
+  capture) is called on its own.
+* In the last block only the class token's output reaches the features, so its queries,
+  attention output, ``out_proj`` and MLP run for the class token alone (keys and values still
+  for every token) — unless something observes that block's modules (a capture hook).
 """
 
 from __future__ import annotations
@@ -15,6 +26,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from merging_core.lowrank_forward import linear_weight, observed
 
 
 @dataclass(frozen=True)
@@ -64,15 +77,45 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(width, width)
         self.out_proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, cls_only: bool = False) -> torch.Tensor:
+        """``(N, T, d)`` -> ``(N, T, d)``; with ``cls_only`` ``(N, 1, d)``: the class token's
+        output alone (its query against every token's key and value)."""
         n, t, d = x.shape  # (N, T, d)
+        q, k, v = self._qkv(x, cls_only)
+        tq = q.shape[1]
 
-        def split(z: torch.Tensor) -> torch.Tensor:  # (N, T, d) -> (N, heads, T, d / heads)
-            return z.view(n, t, self.heads, d // self.heads).transpose(1, 2)
+        def split(z: torch.Tensor, tokens: int) -> torch.Tensor:  # (N, T, d) -> (N, h, T, d/h)
+            return z.view(n, tokens, self.heads, d // self.heads).transpose(1, 2)
 
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-        out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, T, d / heads)
-        return self.out_proj(out.transpose(1, 2).reshape(n, t, d))
+        out = _attention(split(q, tq), split(k, t), split(v, t))
+        return self.out_proj(out.transpose(1, 2).reshape(n, tq, d))  # (N, h, tq, d/h) -> (N, tq, d)
+
+    def _qkv(self, x: torch.Tensor, cls_only: bool):
+        """Queries (every token, or the class token's), keys and values: one stacked matmul
+        when all three projections are plain ``linear(x, W, b)`` (see the module docstring)."""
+        layers = (self.q_proj, self.k_proj, self.v_proj)
+        weights = [linear_weight(layer) for layer in layers]
+        q_in = x[:, :1] if cls_only else x
+        if any(w is None for w in weights) or any(layer.bias is None for layer in layers):
+            return self.q_proj(q_in), self.k_proj(x), self.v_proj(x)
+        biases = [layer.bias for layer in layers]
+        if cls_only:  # keys and values for every token, the query for the class token only
+            k, v = F.linear(x, torch.cat(weights[1:]), torch.cat(biases[1:])).chunk(2, dim=-1)
+            return F.linear(q_in, weights[0], biases[0]), k, v
+        return F.linear(x, torch.cat(weights), torch.cat(biases)).chunk(3, dim=-1)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q kᵀ / √d_h) v`` per head, ``(N, h, T_q, d_h)``.
+
+    Under CPU bfloat16 autocast the core runs in float32 and returns float32 (it is ~1 % of the
+    FLOPs, and the CPU kernel's bfloat16 backward measured ~7× slower than its float32 one at
+    these sizes); the projections around it stay in bfloat16.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and q.dtype != torch.float32:
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 class Block(nn.Module):
@@ -87,8 +130,9 @@ class Block(nn.Module):
             nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, *, cls_only: bool = False) -> torch.Tensor:
+        """``(N, T, d)`` -> ``(N, T, d)``, or with ``cls_only`` the class token's ``(N, 1, d)``."""
+        x = (x[:, :1] if cls_only else x) + self.attn(self.norm1(x), cls_only=cls_only)
         return x + self.mlp(self.norm2(x))
 
 
@@ -124,8 +168,10 @@ class TinyViT(nn.Module):
         """``(N, C, H, W)`` images (or, with ``embedded=True``, tokens from :meth:`embed`) ->
         ``(N, embed_dim)`` features."""
         x = images if embedded else self.embed(images)
-        for block in self.blocks:
+        *body, last = self.blocks
+        for block in body:
             x = block(x)
+        x = last(x, cls_only=not observed(last))  # (N, 1, d) unless someone watches the block
         return self.proj(self.norm(x[:, 0]))  # (N, d) -> (N, embed_dim)
 
 
