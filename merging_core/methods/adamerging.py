@@ -64,7 +64,7 @@ def run_adamerging(
     lr: float,
     batch_size: int,
     entropy_scale: float,
-    precision: str = "float32",
+    precision: str = "bfloat16",
     generator: torch.Generator | None = None,
     warm_start: Any = None,
     should_stop: ShouldStop | None = None,
@@ -133,8 +133,9 @@ ADA_PARAMS = (
           help="Scale inside the entropy objective: softmax(s · z), z the un-scaled logits; 0 = "
                "the heads' own logits (default, as AdaMerging's own recipe). Evaluation is never "
                "affected."),
-    Param("precision", "choice", "float32", choices=PRECISIONS,
-          help="Forward precision while learning (bfloat16 autocast is faster on CPU)."),
+    Param("precision", "choice", "bfloat16", choices=PRECISIONS,
+          help="Forward precision while learning (bfloat16 autocast, the default, is faster on "
+               "CPU with the same accuracies on vision8; evaluation is never affected)."),
 )  # fmt: skip
 
 

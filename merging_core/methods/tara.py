@@ -80,7 +80,7 @@ def run_tara(
     batch_size: int,
     init: float,
     entropy_scale: float,
-    precision: str = "float32",
+    precision: str = "bfloat16",
     generator: torch.Generator | None = None,
     warm_start: Any = None,
     should_stop: ShouldStop | None = None,
@@ -136,9 +136,10 @@ ENTROPY_SCALE_PARAM = Param(
 )  # fmt: skip
 
 PRECISION_PARAM = Param(
-    "precision", "choice", "float32", choices=PRECISIONS,
-    help="Forward precision while learning: bfloat16 autocast roughly halves CPU time; φ, its "
-         "gradients and the entropies stay float32. Evaluation is never affected.",
+    "precision", "choice", "bfloat16", choices=PRECISIONS,
+    help="Forward precision while learning: bfloat16 autocast (the default; the official NLI runs "
+         "use it too) cuts CPU time by about a quarter with the same accuracies on vision8; φ, "
+         "its gradients and the entropies stay float32. Evaluation is never affected.",
 )  # fmt: skip
 
 TARA_PARAMS = (

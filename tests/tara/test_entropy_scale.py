@@ -62,7 +62,7 @@ def test_objective_and_anchors_use_the_scale(toy_adapters, toy_context, method):
     scale, n = 1.5, toy_context.num_unlabeled("task0")  # one batch = the whole split
     extra = {"variant": "tara_repo"} if method.startswith("adamerging") else {}
     res = merge(toy_adapters, method, task_data=toy_context, steps=1, batch_size=n,
-                entropy_scale=scale, **extra)  # fmt: skip
+                entropy_scale=scale, precision="float32", **extra)  # the formula, exactly
     assert res.diagnostics["anchors"] == pytest.approx(
         list(anchors_for(None, toy_adapters, toy_context, scale=scale))
     )

@@ -234,8 +234,8 @@ def test_adamerging_warm_start(toy_adapters, toy_context):
 @pytest.mark.parametrize("method", ["tara_b", "adamerging_layer"])
 def test_bfloat16_autocast_stays_close_to_float32(toy_adapters, toy_context, method):
     kw = dict(task_data=toy_context, steps=10, lr=0.05, seed=1)
-    f32 = merge(toy_adapters, method, **kw)
-    bf16 = merge(toy_adapters, method, precision="bfloat16", **kw)
+    f32 = merge(toy_adapters, method, precision="float32", **kw)
+    bf16 = merge(toy_adapters, method, **kw)  # the default
     assert bf16.params["precision"] == "bfloat16"
     for key in f32.state:
         torch.testing.assert_close(bf16.state[key], f32.state[key], atol=2e-2, rtol=0)
