@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -1005,3 +1006,50 @@ def fused_sum_module(
             acc.add_(x.mul_(w))
         acc.mul_(scaling)
     return out
+
+
+def fused_ties_parts(
+    source: FactorDeltas,
+    *,
+    density: float,
+    sign_method: SignMethod,
+    weights: Sequence[float],
+    scaling: float,
+    progress: Progress | None = None,
+) -> tuple[list[Callable[[], torch.Tensor]], list[float] | None]:
+    """Global TIES on ``source``: the exact per-task thresholds now (None when ``density = 1``),
+    and one ``() -> merged part`` per part (:func:`fused_ties_module`)."""
+    check_density(density)
+    check_choice("sign_method", sign_method, SIGN_METHODS)
+    thresholds = None
+    if density < 1.0:
+        thresholds = fused_thresholds(source, density=density, progress=progress)
+    options = {"thresholds": thresholds, "sign_method": sign_method, "weights": list(weights),
+               "scaling": scaling}  # fmt: skip
+    parts = [partial(fused_ties_module, source, i, **options) for i in range(source.num_parts)]
+    return parts, thresholds
+
+
+def fused_sum_parts(
+    source: FactorDeltas, *, weights: Sequence[float], scaling: float
+) -> list[Callable[[], torch.Tensor]]:
+    """One ``() -> λ Σ_t w_t τ_t`` per part (:func:`fused_sum_module`)."""
+    options = {"weights": list(weights), "scaling": scaling}
+    return [partial(fused_sum_module, source, i, **options) for i in range(source.num_parts)]
+
+
+def elementwise_result(
+    adapter_set: AdapterSet,
+    parts: Sequence[Callable[[], torch.Tensor]],
+    thresholds: list[float] | None,
+    progress: Progress | None = None,
+) -> MergeResult:
+    """Lazy modules when the model :func:`streams`, else every part merged now and stored."""
+    if streams(adapter_set):
+        report_progress(progress, 1.0, "modules merge when read")
+        return lazy_result(adapter_set, parts, thresholds)
+    merged = []
+    for i, part in enumerate(parts):
+        merged.append(part())
+        report_progress(progress, (i + 1) / len(parts), f"merged part {i + 1}/{len(parts)}")
+    return dense_result(adapter_set, merged, thresholds)
