@@ -52,6 +52,7 @@ spectrum, the hard case) the rank-16 error is within 0.5 % of the exact SVD's (3
 at 6 products with the module instead of 8. The error written to the report is exact either way."""
 SKETCH_SEED = 0
 
+
 @dataclass(frozen=True)
 class ModuleExport:
     """How one module was exported.

@@ -28,14 +28,15 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.methods.registry import Param, register_method
 from merging_core.methods.shared import (
     DROP_RATE,
     SCALING,
     SIGN_METHOD,
     THRESHOLD,
+    THRESHOLDS,
     WEIGHTS,
     SignMethod,
-    THRESHOLDS,
     adapter_weights,
     check_choice,
     dense_result,
@@ -51,7 +52,6 @@ from merging_core.methods.shared import (
     streams,
     ties_merge_parts,
 )
-from merging_core.methods.registry import Param, register_method
 from merging_core.results import MergeResult, Progress
 
 VARIANTS = ("linear", "ties")

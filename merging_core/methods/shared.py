@@ -872,9 +872,7 @@ def _bracket_block(x: torch.Tensor, lo: float, hi: float) -> tuple[int, np.ndarr
     return count, mags[keep]
 
 
-def _select(
-    inside: list[np.ndarray], above: int, k: int, total: int, lo: float
-) -> float | None:
+def _select(inside: list[np.ndarray], above: int, k: int, total: int, lo: float) -> float | None:
     """The ``k``-th largest magnitude given ``above`` entries ``>= hi`` and the non-zero ones in
     ``[lo, hi)``; None when the bracket missed it. With ``lo = 0`` the uncollected zeros are in
     the bracket too."""
@@ -917,9 +915,7 @@ def fused_ties_module(
     work = torch.empty(7, max(b - a for a, b in row_blocks(m, n)) * n)  # reused per block
     sign_sum, held = 0.0, []
     for a, b, rows in source.blocks(part):
-        score, sign, prov, total, count, tmp, tmp2 = (
-            w[: (b - a) * n].view(b - a, n) for w in work
-        )
+        score, sign, prov, total, count, tmp, tmp2 = (w[: (b - a) * n].view(b - a, n) for w in work)
         for t, (x, lam) in enumerate(zip(rows, shrink, strict=True)):
             if lam is not None:
                 torch.hardshrink(x, lam, out=x)  # trim: zero where |x| < thr
@@ -978,6 +974,8 @@ def _cancelled(
         return []
     idx = tied.mul_(count).view(-1).nonzero().squeeze(1)
     return [(idx + offset, torch.stack([x.reshape(-1)[idx] for x in rows]))]
+
+
 def _redo_ties(
     out: torch.Tensor,
     held: list[tuple[torch.Tensor, torch.Tensor]],

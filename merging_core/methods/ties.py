@@ -43,12 +43,13 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.methods.registry import Param, register_method
 from merging_core.methods.shared import (
     SCALING,
     SIGN_METHOD,
     THRESHOLD,
-    WEIGHTS,
     THRESHOLDS,
+    WEIGHTS,
     SignMethod,
     adapter_weights,
     check_choice,
@@ -62,7 +63,6 @@ from merging_core.methods.shared import (
     streams,
     ties_merge_parts,
 )
-from merging_core.methods.registry import Param, register_method
 from merging_core.results import MergeResult, Progress
 
 
