@@ -12,6 +12,12 @@ else, and each mask uses its own generator seeded with it. The masks therefore d
 the order in which modules are visited, and the global TIES trim can re-form the same dropped
 deltas in each of its passes. ``drop_rate = 0`` draws nothing and equals TA / TIES exactly.
 
+Cost: DARE-TA, and DARE-TIES with the global (or no) trim, run on the fused engine of
+:mod:`merging_core.methods.shared` (each module in blocks of rows; the mask of a block is the
+next stretch of draws from that (module, task)'s generator, so it is the mask of one draw over
+the whole tensor, and the result the same bytes). Drawing the masks (one 32-bit Mersenne
+Twister number per entry, serial) is most of DARE's time on LLM-sized modules.
+
 Conventions versus other implementations (methods.md §5): DARE-TIES here is DARE followed by
 the full TIES of :mod:`merging_core.methods.ties` (the same shared engine); ``density = 1`` (the
 default) skips the trim, as PEFT's and mergekit's ``dare_ties`` and KnOTS's configs do, and

@@ -1,6 +1,6 @@
 """Helpers shared by several merge methods; no method file imports another, they all import this.
 
-Space: mixed, each helper says which. Four groups:
+Space: mixed, each helper says which. Five groups:
 
 * **Options**: per-adapter weights, choice checks, progress phases, the parameter specs that
   TIES, DARE and KnOTS share.
@@ -12,11 +12,17 @@ Space: mixed, each helper says which. Four groups:
   a weighted sum, reproducible DARE masks; used on dense ΔW (TIES, DARE), on KnOTS blocks and on
   Core Space cores.
 * **Spectral helpers** (factors, float64): polar factors, noise floors, the SVD of a sum.
+* **Fused element-wise engine** (ΔW from LoRA factors; TIES with a global or no trim, DARE):
+  :class:`FactorDeltas` serves each module in blocks of rows; :func:`fused_thresholds` finds the
+  exact global thresholds in one pass (a sampled bracket, then the order statistic among the few
+  entries inside it); :func:`fused_ties_module` / :func:`fused_sum_module` merge a module block
+  by block with in-place float operations. Same bytes as the step-by-step functions above.
 
 The global trim threshold of the official TIES (top-k% over *all* of a task's coordinates) is
-found by :func:`magnitude_threshold` without holding all of them at once: a two-pass radix select
-on the float32 bit pattern of ``|x|`` (monotone for non-negative floats), 65 536 bins per pass.
-It is exact, and its memory is one chunk plus two histograms.
+found without holding all of them at once: for LoRA ΔW by :func:`fused_thresholds` (one pass);
+for any served tensors (KnOTS blocks, Core Space cores) and as its fallback by
+:func:`magnitude_threshold`, a two-pass radix select on the float32 bit pattern of ``|x|``
+(monotone for non-negative floats), 65 536 bins per pass. Both are exact.
 
 References:
     TIES-Merging: https://arxiv.org/abs/2306.01708
