@@ -736,20 +736,26 @@ class FactorDeltas:
         gen = torch.Generator().manual_seed(self.seeds[part][task])
         return drop_and_rescale(dw, drop_rate=self.drop_rate, generator=gen)
 
-    def blocks(self, part: int) -> Iterable[tuple[int, int, list[torch.Tensor]]]:
+    def blocks(
+        self, part: int, workspace: dict[int, torch.Tensor] | None = None
+    ) -> Iterable[tuple[int, int, list[torch.Tensor]]]:
         """``(r0, r1, [ΔW_t[r0:r1] for every task])`` over the row blocks of ``part``.
 
         The tensors are buffers that the next block overwrites; callers may change them.
+        ``workspace`` (a dict the caller owns) keeps them for the next part of the same block
+        size, so one pass over many modules allocates them once.
         """
         m, n = self.shape(part)
         spans = row_blocks(m, n)
         size = max(b - a for a, b in spans) * n
-        bufs = [torch.empty(size) for _ in range(self.num_tasks)]
+        work = {} if workspace is None else workspace
+        if size not in work:
+            work[size] = torch.empty(self.num_tasks + 2, size)
+        bufs, keep_prob, keep = work[size][:-2], work[size][-2], work[size][-1]
         dropping = self.drop_rate > 0.0
         if dropping:
             gens = [torch.Generator().manual_seed(s) for s in self.seeds[part]]
-            keep_prob = torch.full((size,), 1.0 - self.drop_rate, dtype=torch.float32)
-            keep = torch.empty(size)
+            keep_prob.fill_(1.0 - self.drop_rate)
         for a, b in spans:
             rows = []
             for t, (B, A) in enumerate(self.pairs[part]):
@@ -848,8 +854,9 @@ def fused_thresholds(
     ]
     above = [0] * source.num_tasks
     inside: list[list[np.ndarray]] = [[] for _ in range(source.num_tasks)]
+    workspace: dict[int, torch.Tensor] = {}  # block buffers shared by parts of one shape
     for i in range(source.num_parts):
-        for _, _, rows in source.blocks(i):
+        for _, _, rows in source.blocks(i, workspace):
             for t, x in enumerate(rows):
                 count, values = _bracket_block(x, *brackets[t])
                 above[t] += count
