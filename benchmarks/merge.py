@@ -15,14 +15,17 @@ namesakes act on every dense ΔW_t. Those are timed (merge only) on ``--dense-la
 extrapolated; the ratio is dense merge time / core merge time.
 
 TIES and DARE (element-wise) stream: their modules are merged one at a time when the export
-reads them, and large dense modules are exported through a seeded randomized SVD whose error is
-the one reported. ``--isolate`` runs every row in a fresh process and adds its peak RSS (what the
-streaming bounds); ``--svd-check`` compares the randomized rank-k error with the exact dense SVD's
-on one k_proj module of the TIES result.
+reads them (the fused engine: row blocks of each ΔW_t formed once per pass, exact thresholds from
+a sampled bracket), and large dense modules are exported through a seeded randomized SVD whose
+error is the one reported. ``--isolate`` runs every row in a fresh process and adds its peak RSS
+(what the streaming bounds); ``--svd-check`` compares the randomized rank-k error with the exact
+dense SVD's on one k_proj module of the TIES result; ``--module-check`` times the fused TIES
+against the previous (unfused) route on one q_proj module of the six tasks, phase by phase, and
+checks that both give the same bytes.
 
 Run:  python benchmarks/merge.py [--layers 32] [--peft-layers 2] [--no-peft] [--isolate]
       python benchmarks/merge.py --dense-layers 1
-      python benchmarks/merge.py --only TIES DARE --isolate --no-peft --svd-check
+      python benchmarks/merge.py --only TIES DARE --isolate --no-peft --svd-check --module-check
 """
 
 from __future__ import annotations
@@ -213,6 +216,9 @@ def main() -> None:
         "--isolate", action="store_true", help="each row in a fresh process, with its peak RSS"
     )
     parser.add_argument("--svd-check", action="store_true", help="randomized vs exact SVD error")
+    parser.add_argument(
+        "--module-check", action="store_true", help="fused vs unfused TIES on one q_proj module"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: JSON path
     args = parser.parse_args()
     if args.child:
@@ -251,6 +257,8 @@ def main() -> None:
         print_table(rows, peft, args)
     if args.dense_layers > 0:
         print_dense_routes(rows, args)
+    if args.module_check:
+        print_module_check(args)
 
 
 def isolated_row(label: str, args: argparse.Namespace, tmp: Path) -> dict:
@@ -304,6 +312,54 @@ def svd_check(result, rank: int) -> dict:
         "cpu_fast": t1 - t0,
         "cpu_exact": t2 - t1,
     }
+
+
+def print_module_check(args: argparse.Namespace) -> None:
+    """Fused vs unfused TIES (density 0.2, global trim) on one q_proj module of ``args.tasks``
+    tasks: CPU seconds per phase, bit equality, and the randomized SVD against the exact one."""
+    from merging_core.export import SKETCH_POWER_ITERS, randomized_spectrum, truncation_stats
+    from merging_core.methods import shared
+
+    name = module_path(0, "q_proj")
+    full = synthetic_adapters(tasks=args.tasks, rank=args.rank, layers=1)
+    one = AdapterSet.from_adapters(
+        [Adapter(name=a.name, modules={name: a.modules[name]}) for a in full]
+    )
+    clock = time.process_time
+    delta = lambda i, t: shared.linear_delta(one.factors(one.modules[i])[t])  # noqa: E731
+    t0 = clock()
+    thresholds = shared.task_thresholds(delta, num_parts=1, num_tasks=len(one), density=0.2)
+    t1 = clock()
+    (old,), _ = shared.ties_merge_parts(delta, num_parts=1, num_tasks=len(one), density=0.2,
+                                        weights=[1.0] * len(one))  # fmt: skip
+    t2 = clock()
+    source = shared.factor_deltas(one)
+    fused = shared.fused_thresholds(source, density=0.2)
+    t3 = clock()
+    new = shared.fused_ties_module(source, 0, thresholds=fused, sign_method="total",
+                                   weights=[1.0] * len(one), scaling=1.0)  # fmt: skip
+    t4 = clock()
+    spec = randomized_spectrum(new, width=args.export_rank + 20)
+    t5 = clock()
+    fast = truncation_stats(spec.S, args.export_rank, residual=spec.residual)[2]
+    exact = truncation_stats(torch.linalg.svdvals(new).double(), args.export_rank)[2]
+    t6 = clock()
+    same = torch.equal(old.view(torch.int32), new.view(torch.int32)) and thresholds == fused
+    m, n = new.shape
+    print(f"\nOne {m}x{n} module, {len(one)} tasks, TIES density 0.2 (CPU s):")
+    print(f"{'phase':<34}{'unfused':>9}{'fused':>9}{'ratio':>8}")
+    for label, before, after in (
+        ("thresholds (radix / bracket)", t1 - t0, t3 - t2),
+        ("trim, elect, disjoint mean", (t2 - t1) - (t1 - t0), t4 - t3),
+    ):
+        print(f"{label:<34}{before:>9.2f}{after:>9.2f}{before / after:>7.1f}x")
+    print(f"{'merge in all':<34}{t2 - t1:>9.2f}{t4 - t2:>9.2f}{(t2 - t1) / (t4 - t2):>7.1f}x")
+    print(f"bit-identical results and thresholds: {same}")
+    print(
+        f"randomized SVD ({SKETCH_POWER_ITERS} power iterations, width {args.export_rank + 20}): "
+        f"{t5 - t4:.2f} CPU s, rank-{args.export_rank} error {fast:.4f} vs exact SVD "
+        f"{exact:.4f} ({t6 - t5:.1f} CPU s, +{(fast / exact - 1) * 100:.2f} %)"
+    )
 
 
 def run_peft(aset: AdapterSet, args: argparse.Namespace, rows: list) -> dict | None:

@@ -12,6 +12,12 @@ else, and each mask uses its own generator seeded with it. The masks therefore d
 the order in which modules are visited, and the global TIES trim can re-form the same dropped
 deltas in each of its passes. ``drop_rate = 0`` draws nothing and equals TA / TIES exactly.
 
+Cost: DARE-TA, and DARE-TIES with the global (or no) trim, run on the fused engine of
+:mod:`merging_core.methods.shared` (each module in blocks of rows; the mask of a block is the
+next stretch of draws from that (module, task)'s generator, so it is the mask of one draw over
+the whole tensor, and the result the same bytes). Drawing the masks (one 32-bit Mersenne
+Twister number per entry, serial) is most of DARE's time on LLM-sized modules.
+
 Conventions versus other implementations (methods.md §5): DARE-TIES here is DARE followed by
 the full TIES of :mod:`merging_core.methods.ties` (the same shared engine); ``density = 1`` (the
 default) skips the trim, as PEFT's and mergekit's ``dare_ties`` and KnOTS's configs do, and
@@ -28,27 +34,30 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.methods.registry import Param, register_method
 from merging_core.methods.shared import (
     DROP_RATE,
     SCALING,
     SIGN_METHOD,
     THRESHOLD,
+    THRESHOLDS,
     WEIGHTS,
     SignMethod,
     adapter_weights,
     check_choice,
     dense_result,
     dropped_tensors,
-    lazy_result,
+    elementwise_result,
+    factor_deltas,
+    fused_sum_parts,
+    fused_ties_parts,
     linear_delta,
     mask_seeds,
+    scaled_progress,
     streamed_ties,
     streams,
     ties_merge_parts,
-    weighted_sum_functions,
-    weighted_sum_parts,
 )
-from merging_core.methods.registry import Param, register_method
 from merging_core.results import MergeResult, Progress
 
 VARIANTS = ("linear", "ties")
@@ -114,25 +123,29 @@ def dare(
     names = adapter_set.modules
     w = adapter_weights(weights, len(adapter_set))
     seeds = mask_seeds(generator, len(names), len(adapter_set))
+    source = factor_deltas(adapter_set, drop_rate=drop_rate, seeds=seeds)
+    if variant == "linear":
+        parts = fused_sum_parts(source, weights=w, scaling=scaling)
+        return elementwise_result(adapter_set, parts, None, progress)
+    check_choice("threshold", threshold, THRESHOLDS)
+    if threshold == "global" or density >= 1.0:
+        parts, thresholds = fused_ties_parts(
+            source, density=density, sign_method=sign_method, weights=w, scaling=scaling,
+            progress=scaled_progress(progress, 0.0, 0.5),
+        )  # fmt: skip
+        return elementwise_result(
+            adapter_set, parts, thresholds, scaled_progress(progress, 0.5, 1.0)
+        )
 
     def delta(i: int, t: int) -> torch.Tensor:
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
-    dropped = dropped_tensors(delta, seeds, drop_rate)
+    dropped = dropped_tensors(delta, seeds, drop_rate)  # per-tensor trim: the unfused engine
     if streams(adapter_set):  # lazy modules, merged when read (see shared.STREAM_BYTES)
-        if variant == "linear":
-            parts = weighted_sum_functions(dropped, num_parts=len(names), weights=w,
-                                           scaling=scaling)  # fmt: skip
-            return lazy_result(adapter_set, parts, None)
         return streamed_ties(
             adapter_set, dropped, density=density, threshold=threshold, sign_method=sign_method,
             weights=w, scaling=scaling, progress=progress,
         )  # fmt: skip
-    if variant == "linear":
-        merged = weighted_sum_parts(
-            dropped, num_parts=len(names), weights=w, scaling=scaling, progress=progress
-        )
-        return dense_result(adapter_set, merged, None)
     merged, thresholds = ties_merge_parts(
         dropped,
         num_parts=len(names),

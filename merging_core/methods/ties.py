@@ -11,14 +11,17 @@ Steps (:mod:`merging_core.methods.shared`):
     2. elect: the sign of the summed trimmed values (``"total"``) or of the summed signs;
     3. disjoint mean over the tasks agreeing with the elected sign; 4. multiply by λ.
 
-Memory and cost. The streaming engine :func:`ties_merge_parts` holds the ``T`` tensors of one
-module at a time (``T · d_out · d_in`` floats) plus the dense outputs. When the dense outputs of
-the whole model exceed :data:`shared.STREAM_BYTES` (LLM adapters) they are not kept either: the
-result's modules are lazy (:func:`shared.ties_part_functions`), each merged when read — by the
-export, which truncates and releases it — so peak memory is a few modules, not the model. The
-global threshold costs two extra passes per task (an exact radix select,
-:func:`shared.magnitude_threshold`), so every ΔW_t is formed three times instead of being kept:
-time traded for ``T×`` less memory.
+Memory and cost. The global trim (the default) runs on the fused engine of
+:mod:`merging_core.methods.shared`: each module is merged in blocks of rows, each task's block of
+ΔW_t formed once (float32, ``B_t[rows] @ A_t``), trimmed in place and folded into running sums,
+so a module costs its output plus a few MiB of buffers. The exact per-task thresholds take one
+extra pass (:func:`shared.fused_thresholds`: a sampled bracket, then the exact order statistic
+among the entries inside it), so every ΔW_t is formed twice. When the dense outputs of the whole
+model exceed :data:`shared.STREAM_BYTES` (LLM adapters) the result's modules are lazy, each merged
+when read — by the export, which truncates and releases it — so peak memory is a few modules,
+not the model. The per-tensor trim (exactly ``int(density · numel)`` per module, ``topk`` order
+on ties) keeps the unfused engine :func:`shared.ties_merge_parts`. Both give the same bytes as
+the step-by-step functions (tests compare them).
 
 Conventions versus other implementations:
     * kept count is ``int(density · N)`` (PEFT); the official notebook keeps one more;
@@ -40,20 +43,26 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.methods.registry import Param, register_method
 from merging_core.methods.shared import (
     SCALING,
     SIGN_METHOD,
     THRESHOLD,
+    THRESHOLDS,
     WEIGHTS,
     SignMethod,
     adapter_weights,
+    check_choice,
     dense_result,
+    elementwise_result,
+    factor_deltas,
+    fused_ties_parts,
     linear_delta,
+    scaled_progress,
     streamed_ties,
     streams,
     ties_merge_parts,
 )
-from merging_core.methods.registry import Param, register_method
 from merging_core.results import MergeResult, Progress
 
 
@@ -104,6 +113,15 @@ def ties(
     """
     names = adapter_set.modules
     w = adapter_weights(weights, len(adapter_set))
+    check_choice("threshold", threshold, THRESHOLDS)
+    if threshold == "global" or density >= 1.0:
+        parts, thresholds = fused_ties_parts(
+            factor_deltas(adapter_set), density=density, sign_method=sign_method, weights=w,
+            scaling=scaling, progress=scaled_progress(progress, 0.0, 0.5),
+        )  # fmt: skip
+        return elementwise_result(
+            adapter_set, parts, thresholds, scaled_progress(progress, 0.5, 1.0)
+        )
 
     def delta(i: int, t: int) -> torch.Tensor:
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
