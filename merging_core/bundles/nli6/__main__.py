@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "time", help="CPU and wall seconds of a slider evaluation, a full one, a TARA-B run"
     )
     t.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
-    t.add_argument("--steps", type=int, default=250, help="TARA-B steps (250)")
+    t.add_argument("--steps", type=int, default=250, help="TARA-B steps (250; 0: no TARA run)")
+    t.add_argument("--no-full", action="store_true", help="skip the full test evaluation")
     return parser
 
 
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         from merging_core.bundles.nli6.timing import run_timings
 
         print("| what | CPU s | wall s |\n|---|---:|---:|")
-        for row in run_timings(load_bundle(str(args.out)), steps=args.steps):
+        for row in run_timings(
+            load_bundle(str(args.out)), steps=args.steps, full=not args.no_full
+        ):
             print(f"| {row['what']} | {row['cpu_s']:.2f} | {row['wall_s']:.2f} |")
         return 0
     if args.command == "report":

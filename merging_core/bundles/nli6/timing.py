@@ -32,9 +32,11 @@ def slider_evaluation(bundle, result) -> dict[str, float]:
     }
 
 
-def run_timings(bundle, *, steps: int = 250, scaling: float = 0.3) -> list[dict[str, Any]]:
-    """Rows ``{"what", "cpu_s", "wall_s"}``: slider evaluation (twice: the first call tokenises
-    nothing but warms caches), full evaluation, a TARA-B run of ``steps`` steps."""
+def run_timings(
+    bundle, *, steps: int = 250, scaling: float = 0.3, full: bool = True
+) -> list[dict[str, Any]]:
+    """Rows ``{"what", "cpu_s", "wall_s"}``: slider evaluation (twice: the first call also warms
+    caches), full evaluation (``full``), a TARA-B run of ``steps`` steps (0: none)."""
     from merging_core.merge import merge
 
     adapters = bundle.adapter_set()
@@ -44,9 +46,12 @@ def run_timings(bundle, *, steps: int = 250, scaling: float = 0.3) -> list[dict[
         _, cpu, wall = timed(lambda: slider_evaluation(bundle, ta))
         rows.append({"what": f"{label}, {bundle.slider_rows} rows × {len(adapters)} tasks",
                      "cpu_s": cpu, "wall_s": wall})  # fmt: skip
-    _, cpu, wall = timed(lambda: bundle.evaluate(ta, rows=0))
-    n = sum(int(bundle.labels(t).shape[0]) for t in bundle.task_names)
-    rows.append({"what": f"full test evaluation, {n} rows", "cpu_s": cpu, "wall_s": wall})
+    if full:
+        _, cpu, wall = timed(lambda: bundle.evaluate(ta, rows=0))
+        n = sum(int(bundle.labels(t).shape[0]) for t in bundle.task_names)
+        rows.append({"what": f"full test evaluation, {n} rows", "cpu_s": cpu, "wall_s": wall})
+    if not steps:
+        return rows
     data = bundle.task_data()
     res, cpu, wall = timed(lambda: merge(adapters, "tara_b", task_data=data, steps=steps))
     done = res.run["steps_done"]
