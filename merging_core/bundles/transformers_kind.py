@@ -18,6 +18,10 @@ references the user's files in place). A task with ``C < num_labels`` classes us
 A task's logits are its head (read from the adapter's ``modules_to_save``) applied to the head's
 input features: BERT's pooler output, or a decoder's hidden state at the last non-pad token. The
 forward runs the model's own ``forward`` (so any family works) with the classifier's input captured.
+An adapter may also save its own BERT pooler (``modules_to_save=["classifier", "pooler"]``, a
+valid PEFT ``SEQ_CLS`` setup); the pooler is then part of that task's head, ``tanh(h_CLS Wpᵀ + bp)``,
+and the captured features are the pooler's input at the first token (tasks whose adapter saved no
+pooler use the base model's).
 """
 
 from __future__ import annotations
@@ -51,13 +55,19 @@ class BundleError(ValueError):
 
 @dataclass
 class Head:
-    """A task's classifier: ``logits = f @ weight[:C]ᵀ + bias[:C]`` (bias may be None)."""
+    """A task's classifier: ``logits = f @ weight[:C]ᵀ + bias[:C]`` (bias may be None), where
+    ``f = tanh(h @ pooler_weightᵀ + pooler_bias)`` when the task has its own pooler (``h``: the
+    first token's hidden state) and the captured features otherwise."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     classes: int
+    pooler: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        if self.pooler is not None:
+            pw, pb = (t.to(features.device, features.dtype) for t in self.pooler)
+            features = torch.tanh(features @ pw.T + pb)  # (N, d) @ (d, d)
         w = self.weight[: self.classes].to(features.device, features.dtype)
         out = features @ w.T
         if self.bias is not None:
@@ -90,11 +100,15 @@ class Encoded:
 
 
 class ModelRunner:
-    """Runs the classifier and returns the head's input features (never its own logits)."""
+    """Runs the classifier and returns the head's input features (never its own logits).
 
-    def __init__(self, model: nn.Module, head_path: str) -> None:
-        self.model, self.head_path = model, head_path
-        self.head = model.get_submodule(head_path)
+    ``pooler_path``: capture the input of that module (BERT's pooler) at the first token instead,
+    for heads that carry their own pooler.
+    """
+
+    def __init__(self, model: nn.Module, head_path: str, pooler_path: str | None = None) -> None:
+        self.model, self.head_path, self.pooler_path = model, head_path, pooler_path
+        self.head = model.get_submodule(pooler_path or head_path)
 
     def features(self, inputs: Mapping[str, torch.Tensor], weights=None) -> torch.Tensor:
         """``(N, d)`` head inputs; ``weights``: ``{param path: tensor}`` to run with instead."""
@@ -107,6 +121,8 @@ class ModelRunner:
                 self.model(**inputs)
         finally:
             handle.remove()
+        if self.pooler_path is not None:
+            return captured[0][:, 0]  # (N, L, d) -> the [CLS] token, as BERT's pooler reads it
         return _pool(captured[0], inputs["attention_mask"])
 
 
@@ -159,7 +175,9 @@ class TransformersBundle:
             return self._cache[("task_data", str(dev))]
         runner = self.runner
         if dev.type != "cpu":
-            runner = ModelRunner(_frozen_copy(self.model).to(dev), self.runner.head_path)
+            runner = ModelRunner(
+                _frozen_copy(self.model).to(dev), self.runner.head_path, self.runner.pooler_path
+            )
         data = self._cache[("task_data", str(dev))] = TextTaskData(
             name=self.name, task_names=self.task_names, device=dev, runner=runner,
             heads=self.heads, inputs={t: self.data[(t, "validation")] for t in self.task_names},
@@ -218,6 +236,22 @@ class TransformersBundle:
         rows = self.manifest.get("measured_rows")
         return int(rows) if rows else None
 
+    @property
+    def slider_rows(self) -> int | None:
+        """Rows per task for interactive evaluation (``evaluate(..., rows=slider_rows)``): the
+        manifest's ``slider.rows``, the first rows of each file, a fixed subset with its own
+        normalisers; None when the manifest names none (then evaluate every row)."""
+        rows = (self.manifest.get("slider") or {}).get("rows")
+        return int(rows) if rows else None
+
+    def normalisers(self, split: str, rows: int | None) -> dict[str, float]:
+        """Individual accuracies to divide by when scoring the first ``rows`` rows of ``split``:
+        the slider subset's own when ``rows`` is its size, else the manifest's."""
+        slider = self.manifest.get("slider") or {}
+        if rows is not None and rows == slider.get("rows") and NORMALISER[split] in slider:
+            return {t: float(v) for t, v in slider[NORMALISER[split]].items()}
+        return self.individual_accuracy(split)
+
     def evaluate(
         self,
         deltas: Mapping[str, torch.Tensor] | Any,
@@ -235,13 +269,15 @@ class TransformersBundle:
 
         Args:
             rows: score the first ``rows`` rows of each task (default :attr:`eval_rows`, the
-                subset the manifest's normalisers were measured on; 0 = every row).
+                subset the manifest's normalisers were measured on; 0 = every row;
+                :attr:`slider_rows` = the slider subset, normalised by its own individual
+                accuracies).
         """
         names = list(self.task_names if tasks is None else tasks)
         limit = self.eval_rows if rows is None else (rows or None)
         dense, updates = self._split(deltas)
         raw = self._raw_accuracy(dense, names, split, limit, updates)
-        ref = self.individual_accuracy(split) if split in NORMALISER else {}
+        ref = self.normalisers(split, limit) if split in NORMALISER else {}
         out: dict[str, Any] = {"tasks": {}}
         for name in names:
             acc = raw[name]
@@ -337,6 +373,7 @@ class TextTaskData:
             for t in self.task_names:
                 head = self.heads[t]
                 tensors += [head.weight, *([] if head.bias is None else [head.bias])]
+                tensors += list(head.pooler or ())
                 enc = self.inputs[t]
                 tensors += [enc.input_ids, enc.attention_mask]
                 tensors += [] if enc.token_type_ids is None else [enc.token_type_ids]
@@ -477,6 +514,29 @@ def head_path(model: nn.Module, num_labels: int) -> str:
     return found[-1]
 
 
+def pooler_path(model: nn.Module) -> str | None:
+    """BERT's pooler (a module named ``…pooler`` with a linear ``dense``), or None."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "pooler" and isinstance(getattr(module, "dense", None), nn.Linear):
+            return name
+    return None
+
+
+def read_pooler(adapter_dir: Path, path: str | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The pooler an adapter saved (``<path>.dense.weight`` and ``.bias``), or None."""
+    from merging_core.io import load_saved_modules
+
+    if path is None:
+        return None
+    saved = load_saved_modules(adapter_dir)
+    weight, bias = saved.get(f"{path}.dense.weight"), saved.get(f"{path}.dense.bias")
+    if weight is None:
+        return None
+    if bias is None:
+        raise BundleError(f"adapter {adapter_dir} saved {path}.dense.weight without its bias")
+    return weight, bias
+
+
 def read_head(adapter_dir: Path, path: str, num_labels: int, classes: int, task: str) -> Head:
     """The task's head from the adapter's saved modules (``<path>.weight`` [+ ``.bias``])."""
     from merging_core.io import load_saved_modules
@@ -592,13 +652,28 @@ def load_transformers_bundle(root: Path, manifest: dict[str, Any]) -> Transforme
             data[(task, split)] = encode(tokenizer, rows, max_length, types=types)
         if (task, "validation") not in data:
             raise BundleError(f"task {task!r}: no validation data (unlabeled inputs for merges)")
+    pooler = _own_poolers(model, dirs, heads)
     bundle = TransformersBundle(
         name=str(manifest.get("name") or root.name), root=root, manifest=manifest,
-        task_names=tuple(names), adapter_dirs=dirs, runner=ModelRunner(model, path), heads=heads,
-        data=data,
+        task_names=tuple(names), adapter_dirs=dirs, runner=ModelRunner(model, path, pooler),
+        heads=heads, data=data,
     )  # fmt: skip
     _check_modules(bundle)
     return bundle
+
+
+def _own_poolers(model: nn.Module, dirs: Mapping[str, Path], heads: dict[str, Head]) -> str | None:
+    """Attach each adapter's saved pooler to its head; the pooler's path when any adapter saved
+    one (tasks without get the base model's pooler), else None (heads read the pooler output)."""
+    path = pooler_path(model)
+    own = {task: read_pooler(folder, path) for task, folder in dirs.items()}
+    if path is None or all(p is None for p in own.values()):
+        return None
+    dense = model.get_submodule(f"{path}.dense")
+    base = (dense.weight.detach().float(), dense.bias.detach().float())
+    for task, pooler in own.items():
+        heads[task].pooler = pooler if pooler is not None else base
+    return path
 
 
 def _load_extra(model: nn.Module, file: Path) -> None:

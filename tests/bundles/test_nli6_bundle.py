@@ -53,16 +53,7 @@ def test_merging_is_hard(manifest):
     assert manifest["task_arithmetic"]["best_average_normalized"] <= 0.90
 
 
-WEAK = {"rte": "the rte adapter does not learn at this budget (see the bundle README, Status)"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=WEAK[n])) if n in WEAK else n
-        for n in tasks.TASK_NAMES
-    ],
-)
+@pytest.mark.parametrize("name", tasks.TASK_NAMES)
 def test_every_adapter_clearly_beats_base_plus_head(manifest, name):
     entry = next(e for e in manifest["tasks"] if e["name"] == name)
     assert entry["individual_accuracy"] >= entry["base_head_accuracy"] + 0.15
@@ -100,7 +91,9 @@ def test_adapters_load_through_peft_and_our_loader_to_the_same_delta_and_head(
             model = PeftModel.from_pretrained(base, folder, adapter_name=name)
         else:
             model.load_adapter(folder, adapter_name=name)
-        deltas, (weight, bias) = build.load_task_adapter(ROOT / entry["adapter"])
+        deltas, (pool_weight, pool_bias, weight, bias) = build.load_task_adapter(
+            ROOT / entry["adapter"]
+        )
         lora_layers = {
             path: module
             for path, module in model.base_model.model.named_modules()
@@ -111,3 +104,5 @@ def test_adapters_load_through_peft_and_our_loader_to_the_same_delta_and_head(
             torch.testing.assert_close(deltas[path], module.get_delta_weight(name))
         head = model.base_model.model.classifier.modules_to_save[name]
         assert torch.equal(head.weight, weight) and torch.equal(head.bias, bias)
+        pooler = model.base_model.model.bert.pooler.modules_to_save[name].dense
+        assert torch.equal(pooler.weight, pool_weight) and torch.equal(pooler.bias, pool_bias)

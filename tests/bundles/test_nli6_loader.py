@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from taskdata_conformance import adapter_updates, check_task_data  # noqa: E402
 
-ONE_ROW = 1 / 256  # the manifest measured 256 rows per task
+def one_row(bundle, split: str = "test") -> float:
+    """One row's share of an accuracy on the rows the manifest measured."""
+    return 1 / (bundle.eval_rows or int(bundle.labels(bundle.task_names[0], split).shape[0]))
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,9 @@ def test_loads_offline_with_six_tasks_and_their_heads(nli6):
         "mnli": 3, "qnli": 2, "snli": 3, "rte": 2, "sick": 3, "scitail": 2,
     }  # fmt: skip
     assert nli6.eval_rows == nli6.manifest["measured_rows"]
+    assert nli6.slider_rows == nli6.manifest["slider"]["rows"]
+    assert nli6.runner.pooler_path == "bert.pooler"  # every adapter trained its own pooler
+    assert all(h.pooler is not None for h in nli6.heads.values())
 
 
 def test_task_data_conformance(nli6):
@@ -45,12 +50,22 @@ def test_evaluation_reproduces_the_manifest(nli6):
     base = nli6.evaluate({}, split="test")
     for entry in nli6.manifest["tasks"]:
         got = base["tasks"][entry["name"]]["accuracy"]
-        assert got == pytest.approx(entry["base_head_accuracy"], abs=2.5 * ONE_ROW)
+        assert got == pytest.approx(entry["base_head_accuracy"], abs=2.5 * one_row(nli6))
     qnli = nli6.adapter_set().adapters[1]
     own = nli6.evaluate({m: qnli.delta(m) for m in qnli.modules}, tasks=["qnli"])
     assert own["tasks"]["qnli"]["accuracy"] == pytest.approx(
-        nli6.manifest["tasks"][1]["individual_accuracy"], abs=2.5 * ONE_ROW
+        nli6.manifest["tasks"][1]["individual_accuracy"], abs=2.5 * one_row(nli6)
     )
+
+
+def test_slider_subset_is_normalised_by_its_own_individual_accuracy(nli6):
+    """rte's own adapter on the slider subset scores its recorded slider normaliser (≈ 100 %)."""
+    rte = nli6.adapter_set().adapters[3]
+    rows = nli6.slider_rows
+    own = nli6.evaluate({m: rte.delta(m) for m in rte.modules}, tasks=["rte"], rows=rows)
+    recorded = nli6.manifest["slider"]["individual_accuracy"]["rte"]
+    assert own["tasks"]["rte"]["accuracy"] == pytest.approx(recorded, abs=2.5 / rows)
+    assert own["tasks"]["rte"]["normalized"] == pytest.approx(1.0, abs=2.5 / rows / recorded)
 
 
 @pytest.mark.slow

@@ -52,15 +52,18 @@ def build_base(root: Path, family: str) -> Path:
     return out
 
 
-def build_adapter(base: Path, out: Path, family: str, seed: int) -> Path:
-    """A SEQ_CLS LoRA (r=4) with random non-zero B and a random head, saved by peft."""
+def build_adapter(
+    base: Path, out: Path, family: str, seed: int, heads: list[str] | None = None
+) -> Path:
+    """A SEQ_CLS LoRA (r=4) with random non-zero B and a random head, saved by peft
+    (``heads``: its ``modules_to_save``, e.g. ``["classifier", "pooler"]``; default peft's)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=NUM_LABELS)
     cfg = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=4, target_modules=TARGETS[family],
-                     init_lora_weights=False)  # fmt: skip
+                     init_lora_weights=False, modules_to_save=heads)  # fmt: skip
     peft_model = get_peft_model(model, cfg)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():

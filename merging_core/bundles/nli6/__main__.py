@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
-        "--steps", type=int, default=B.STEPS, help="training steps per adapter (rte: 3x)"
+        "--steps", type=int, default=B.STEPS, help="training steps per adapter (rte: 2x)"
     )
     b.add_argument("--batch", type=int, default=B.BATCH, help="training batch size")
     b.add_argument("--lr", type=float, default=B.LR, help="peak learning rate (LoRA and head)")
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r = sub.add_parser("report", help="print a bundle's recorded measurements as markdown")
     r.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
+    t = sub.add_parser(
+        "time", help="CPU and wall seconds of a slider evaluation, a full one, a TARA-B run"
+    )
+    t.add_argument("--out", type=Path, default=B.DEFAULT_OUT)
+    t.add_argument("--steps", type=int, default=250, help="TARA-B steps (250; 0: no TARA run)")
+    t.add_argument("--no-full", action="store_true", help="skip the full test evaluation")
     return parser
 
 
@@ -66,12 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     def show(fraction: float, message: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
+    if args.command == "time":
+        from merging_core.bundles import load_bundle
+        from merging_core.bundles.nli6.timing import run_timings
+
+        print("| what | CPU s | wall s |\n|---|---:|---:|")
+        for row in run_timings(
+            load_bundle(str(args.out)), steps=args.steps, full=not args.no_full
+        ):
+            print(f"| {row['what']} | {row['cpu_s']:.2f} | {row['wall_s']:.2f} |")
+        return 0
     if args.command == "report":
         print(B.report_tables(json.loads((args.out / "manifest.json").read_text())))
         return 0
     if args.command == "measure":
         manifest = json.loads((args.out / "manifest.json").read_text())
         manifest = B.measure(args.out, manifest, rows=args.rows, progress=show)
+        manifest = B.measure_slider(args.out, manifest)
     else:
         manifest = B.build(
             args.out,

@@ -2,7 +2,8 @@
 
 Space: ΔW. ``scores(deltas, task, split)`` writes ``W_base + ΔW`` into the targeted linear layers
 of one frozen ``BertForSequenceClassification``, runs the task's tokenised rows (sorted by length,
-so batches carry little padding), applies the task's own head to the pooler output and keeps the
+so batches carry little padding), applies the task's own head -- its own pooler
+``tanh(h_CLS Wpᵀ + bp)`` then its classifier -- to the [CLS] token's last hidden state and keeps the
 first ``len(classes)`` logits (binary tasks mask the third head row).
 
 This is the build's own measuring tool; the app and CLI evaluate through the bundle loader, whose
@@ -69,11 +70,12 @@ class Evaluator:
 
     Args:
         model: ``BertForSequenceClassification`` (eval mode is set here; never trained).
-        heads: task -> ``(weight (num_labels, hidden), bias (num_labels,))``.
+        heads: task -> ``(pooler weight (hidden, hidden), pooler bias (hidden,), weight
+            (num_labels, hidden), bias (num_labels,))``.
         data: ``(task, split) -> TaskData``.
     """
 
-    def __init__(self, model, heads: Mapping[str, tuple[torch.Tensor, torch.Tensor]], data):
+    def __init__(self, model, heads: Mapping[str, tuple[torch.Tensor, ...]], data):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -90,29 +92,31 @@ class Evaluator:
 
     @torch.inference_mode()
     def features(self, deltas: Mapping[str, torch.Tensor], task: str, split: str) -> list:
-        """Pooler outputs ``(batch, hidden)`` per batch, and the labels, under ``W_base + ΔW``."""
+        """[CLS] hidden states ``(batch, hidden)`` per batch, and the labels, under
+        ``W_base + ΔW``."""
         self._set(deltas)
         out = []
         for ids, mask, types, labels in self.data[(task, split)].batches:
-            pooled = self.model.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            out.append((pooled.pooler_output, labels))
+            encoded = self.model.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            out.append((encoded.last_hidden_state[:, 0], labels))
         return out
 
     def scores(
         self, deltas: Mapping[str, torch.Tensor], task: str, split: str, *, head: str | None = None
     ) -> Scores:
         """Scores of task ``task`` on ``split`` with ``head`` (default: the task's own)."""
-        weight, bias = self.heads[head or task]
         n_classes = self.data[(task, split)].n_classes
-        return score_features(self.features(deltas, task, split), weight, bias, n_classes)
+        return score_features(self.features(deltas, task, split), self.heads[head or task], n_classes)
 
 
-def score_features(feats, weight: torch.Tensor, bias: torch.Tensor, n_classes: int) -> Scores:
-    """Accuracy / mean entropy / mean confidence of ``feats @ weight.T + bias`` on the first
-    ``n_classes`` logits."""
+def score_features(feats, head: Sequence[torch.Tensor], n_classes: int) -> Scores:
+    """Accuracy / mean entropy / mean confidence of ``tanh(h @ Wpᵀ + bp) @ Wᵀ + b`` on the first
+    ``n_classes`` logits, ``head = (Wp, bp, W, b)``."""
+    pool_weight, pool_bias, weight, bias = head
     correct = entropy = confidence = 0.0
     count = 0
-    for pooled, labels in feats:
+    for cls, labels in feats:
+        pooled = torch.tanh(cls @ pool_weight.T + pool_bias)  # (batch, hidden) @ (hidden, hidden)
         logits = (pooled @ weight.T + bias)[:, :n_classes]  # (batch, hidden) @ (hidden, C)
         logp = F.log_softmax(logits, dim=-1)
         probs = logp.exp()
