@@ -93,10 +93,12 @@ def _task_entry(task, adapter, splits, labels, names) -> dict[str, Any]:
 
 
 def _head_rows(adapter: Path) -> int:
-    """Rows of the adapter's saved classifier head (its only 2-D saved weight)."""
+    """Rows of the adapter's saved classifier head: its only 2-D saved weight that is not a
+    pooler (BERT-family adapters may save their own pooler beside the classifier)."""
     from merging_core.io import load_saved_modules
 
-    heads = [t for k, t in load_saved_modules(adapter).items() if k.endswith(".weight") and t.dim() == 2]
+    heads = [t for k, t in load_saved_modules(adapter).items()
+             if k.endswith(".weight") and t.dim() == 2 and ".pooler." not in f".{k}"]  # fmt: skip
     if len(heads) != 1:
         raise BundleError(
             f"{adapter}: cannot tell the number of labels from its saved modules "

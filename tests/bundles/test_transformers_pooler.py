@@ -27,7 +27,7 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("pooler")
     base = tt.build_base(root, "bert")
     heads = {"alpha": ["classifier", "pooler"], "beta": ["classifier", "pooler"], "gamma": None}
-    args = ["bundle", "init", str(root / "bundle"), "--base", str(base), "--num-labels", "3"]
+    args = ["bundle", "init", str(root / "bundle"), "--base", str(base)]  # labels read past poolers
     adapters = {}
     for i, task in enumerate(tt.TASKS):
         adapters[task] = tt.build_adapter(base, root / task, "bert", 10 + i, heads=heads[task])
