@@ -21,6 +21,11 @@ MNIST digits, ten-class digit tasks, a broad, calibrated base, r=4 adapters, 512
 validation / test images; its build records :mod:`merging_core.bundles.premise`'s checks in the
 manifest and fails loudly (after writing it) when a task misses one. ``premise --out FOLDER``
 re-runs the checks on any built folder, with ``--oracle-steps N`` a labelled headroom yardstick.
+``v3`` / ``v3b`` / ``v3c`` keep v2's tasks and adapters and change the text side and the
+temperature: class-centred heads, a softmax within each pretraining concept family, a fixed
+logit scale (16 / 5 / 50). No candidate passes the checks yet; the measurements of every recipe
+are in ``sample_adapters/vision8/README.md`` ("Rebuild candidates"). Under load, ``--threads 1``
+builds several times faster than two spin-waiting threads.
 
 Library functions report through an optional ``progress(fraction, message)`` callback; only
 :func:`main` prints.
@@ -123,6 +128,14 @@ RECIPES["v2b"] = replace(RECIPES["v2"], name="v2b", label_smoothing=0.2, max_log
 RECIPES["v3"] = replace(
     RECIPES["v2"], name="v3", centred_heads=True, fixed_logit_scale=16.0, pretrain_steps=1000
 )
+# v3 at a low fixed temperature: v3's base, read at scales 2-16, was sure and wrong on signs,
+# textures and land cover at 16 and within 10 points of its accuracy on every task at 4-5.
+RECIPES["v3b"] = replace(RECIPES["v3"], name="v3b", fixed_logit_scale=5.0)
+# v3 at a high fixed temperature (CLIP's regime): with label smoothing, pretraining only needs
+# small cosine margins, so the base's features stay loosely aligned with the class heads and an
+# adapter can raise the spread of cosines that the un-scaled (s = 1) entropy measures; v3's
+# base, pushed to full alignment at 16, left its own-task entropy flat (log C to 3 decimals).
+RECIPES["v3c"] = replace(RECIPES["v3"], name="v3c", fixed_logit_scale=50.0)
 
 
 def get_recipe(name: str, *, quick: bool = False) -> Recipe:
@@ -194,8 +207,9 @@ def pretrain(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            log_scale.clamp_(max=math.log(max_logit_scale))
+        if fixed_logit_scale is None:
+            with torch.no_grad():
+                log_scale.clamp_(max=math.log(max_logit_scale))
         if step % 50 == 0 or step == steps - 1:
             _report(
                 progress, (step + 1) / steps, f"pretrain step {step + 1}/{steps} loss {loss:.3f}"

@@ -133,6 +133,6 @@ def test_a_fixed_logit_scale_is_not_learned():
     heads = torch.nn.functional.normalize(torch.randn(len(pretrain_data.concept_families()), 384))
     _, scale = vision8.pretrain(
         heads, config=vision8.ViTConfig(depth=1), steps=2, batch=16, seed=0, mix="v2",
-        fixed_logit_scale=16.0, families=pretrain_data.concept_families(),
+        fixed_logit_scale=50.0, max_logit_scale=20.0, families=pretrain_data.concept_families(),
     )  # fmt: skip
-    assert scale == pytest.approx(16.0)
+    assert scale == pytest.approx(50.0)  # neither learned nor capped by the learned scale's cap
