@@ -288,7 +288,11 @@ def finetune(
 
 @torch.no_grad()
 def zero_shot_calibration(
-    encoder: TinyViT, heads: dict[str, torch.Tensor], scale: float, task_set: str, seed: int,
+    encoder: TinyViT,
+    heads: dict[str, torch.Tensor],
+    scale: float,
+    task_set: str,
+    seed: int,
     n: int = 256,
 ) -> dict[str, tuple[float, float]]:
     """Per task, the base's zero-shot (accuracy, mean top-1 confidence at ``scale``) on the
@@ -405,7 +409,8 @@ def build(
     else:
         encoder, scale = _reuse_base(base_from, config)
     _save_base(out, encoder, task_heads)
-    for name, (acc, conf) in zero_shot_calibration(encoder, task_heads, scale, r.tasks, seed).items():
+    preview = zero_shot_calibration(encoder, task_heads, scale, r.tasks, seed)
+    for name, (acc, conf) in preview.items():
         _report(progress, 0.0, f"base on {name}: zero-shot {acc:.3f}, confidence {conf:.3f}")
     sizes = {"train": r.lora_steps * LORA_BATCH, "validation": r.n_validation, "test": r.n_test}
     arrays: dict[str, np.ndarray] = {}
