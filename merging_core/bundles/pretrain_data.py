@@ -56,6 +56,11 @@ def concept_prompts(recipe: str = "v1") -> list[list[str]]:
     return [[t.format(c) for t in templates(f)] for f in FAMILIES for c in f.concepts]
 
 
+def concept_families() -> torch.Tensor:
+    """``(K,)`` the family index of each concept, in :func:`concept_prompts` order."""
+    return torch.cat([torch.full((len(f.concepts),), i) for i, f in enumerate(FAMILIES)])
+
+
 def _draw_family(name: str, k: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     n, size = len(k), T.SIZE
     dark = R.random_rgb(n, gen, 0.0, 0.15).expand(n, 3, size, size)

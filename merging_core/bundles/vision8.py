@@ -21,6 +21,11 @@ MNIST digits, ten-class digit tasks, a broad, calibrated base, r=4 adapters, 512
 validation / test images; its build records :mod:`merging_core.bundles.premise`'s checks in the
 manifest and fails loudly (after writing it) when a task misses one. ``premise --out FOLDER``
 re-runs the checks on any built folder, with ``--oracle-steps N`` a labelled headroom yardstick.
+``v3`` / ``v3b`` / ``v3c`` keep v2's tasks and adapters and change the text side and the
+temperature: class-centred heads, a softmax within each pretraining concept family, a fixed
+logit scale (16 / 5 / 50). No candidate passes the checks yet; the measurements of every recipe
+are in ``sample_adapters/vision8/README.md`` ("Rebuild candidates"). Under load, ``--threads 1``
+builds several times faster than two spin-waiting threads.
 
 Library functions report through an optional ``progress(fraction, message)`` callback; only
 :func:`main` prints.
@@ -36,7 +41,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +89,8 @@ class Recipe:
     lora_lr: float = LORA_LR
     n_validation: int = N_VALIDATION
     n_test: int = N_TEST
+    fixed_logit_scale: float | None = None
+    centred_heads: bool = False
 
     def quick(self) -> Recipe:
         """A reduced version for iterating on recipes (fewer steps and images; never shipped)."""
@@ -114,6 +121,21 @@ RECIPES: dict[str, Recipe] = {
 }
 # v2 with stronger calibration pressure (more label smoothing, a lower temperature cap).
 RECIPES["v2b"] = replace(RECIPES["v2"], name="v2b", label_smoothing=0.2, max_logit_scale=12.0)
+# v3: class-centred text heads (each task's / pretraining family's prompt embeddings minus their
+# mean over its classes: MiniLM's prompts for "three" and "four" share a cosine of ≈ 0.9, which
+# left a capped temperature no room for confident, calibrated predictions), pretraining with a
+# softmax within each concept family, a fixed temperature and label smoothing.
+RECIPES["v3"] = replace(
+    RECIPES["v2"], name="v3", centred_heads=True, fixed_logit_scale=16.0, pretrain_steps=1000
+)
+# v3 at a low fixed temperature: v3's base, read at scales 2-16, was sure and wrong on signs,
+# textures and land cover at 16 and within 10 points of its accuracy on every task at 4-5.
+RECIPES["v3b"] = replace(RECIPES["v3"], name="v3b", fixed_logit_scale=5.0)
+# v3 at a high fixed temperature (CLIP's regime): with label smoothing, pretraining only needs
+# small cosine margins, so the base's features stay loosely aligned with the class heads and an
+# adapter can raise the spread of cosines that the un-scaled (s = 1) entropy measures; v3's
+# base, pushed to full alignment at 16, left its own-task entropy flat (log C to 3 decimals).
+RECIPES["v3c"] = replace(RECIPES["v3"], name="v3c", fixed_logit_scale=50.0)
 
 
 def get_recipe(name: str, *, quick: bool = False) -> Recipe:
@@ -151,6 +173,8 @@ def pretrain(
     label_smoothing: float = 0.0,
     max_logit_scale: float = 100.0,
     lr: float = 2e-3,
+    fixed_logit_scale: float | None = None,
+    families: torch.Tensor | None = None,
 ) -> tuple[TinyViT, float]:
     """CLIP-style pretraining against frozen text embeddings.
 
@@ -159,14 +183,19 @@ def pretrain(
         mix: the pretraining mix (:func:`pretrain_data.draw_pretrain`'s ``recipe``).
         label_smoothing / max_logit_scale: keep the learned temperature from driving the base
             to over-confidence (v1: none / 100, CLIP's cap).
+        fixed_logit_scale: a temperature that is not learned (``None``: learned, capped).
+        families: ``(K,)`` family index of each concept: the softmax runs over the image's own
+            family only (as each task's softmax runs over its own classes); ``None``: over all.
 
     Returns:
         ``(encoder, logit_scale)``: the trained encoder (eval mode) and the learned temperature.
     """
     torch.manual_seed(seed)
     model = TinyViT(config)
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-    opt = torch.optim.AdamW([*model.parameters(), log_scale], lr=1e-3, weight_decay=0.05)
+    start = math.log(fixed_logit_scale or 10.0)
+    log_scale = torch.nn.Parameter(torch.tensor(start), requires_grad=fixed_logit_scale is None)
+    trained = [*model.parameters()] + ([log_scale] if fixed_logit_scale is None else [])
+    opt = torch.optim.AdamW(trained, lr=1e-3, weight_decay=0.05)
     gen = torch.Generator().manual_seed(seed + 1)
     model.train()
     for step in range(steps):
@@ -174,17 +203,40 @@ def pretrain(
         images, concept = pretrain_data.draw_pretrain(batch, gen, mix)
         feats = F.normalize(model(images), dim=-1)  # (batch, embed_dim)
         logits = log_scale.exp() * feats @ concept_heads.T
-        loss = F.cross_entropy(logits, concept, label_smoothing=label_smoothing)
+        loss = _concept_loss(logits, concept, families, label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            log_scale.clamp_(max=math.log(max_logit_scale))
+        if fixed_logit_scale is None:
+            with torch.no_grad():
+                log_scale.clamp_(max=math.log(max_logit_scale))
         if step % 50 == 0 or step == steps - 1:
             _report(
                 progress, (step + 1) / steps, f"pretrain step {step + 1}/{steps} loss {loss:.3f}"
             )
     return model.eval(), float(log_scale.detach().exp())
+
+
+def _concept_loss(
+    logits: torch.Tensor, concept: torch.Tensor, families: torch.Tensor | None, smoothing: float
+) -> torch.Tensor:
+    """Cross-entropy over all concepts, or (``families``) over the image's own family's."""
+    if families is None:
+        return F.cross_entropy(logits, concept, label_smoothing=smoothing)
+    total = logits.new_zeros(())
+    image_family = families[concept]  # (batch,)
+    for f in image_family.unique():
+        rows, cols = image_family == f, (families == f).nonzero().flatten()
+        target = concept[rows] - cols[0]  # concepts of a family are contiguous
+        loss = F.cross_entropy(logits[rows][:, cols], target, label_smoothing=smoothing)
+        total = total + loss * rows.sum()
+    return total / len(concept)
+
+
+def centre_heads(heads: torch.Tensor) -> torch.Tensor:
+    """``(C, D)`` normalised class embeddings minus their mean over classes, renormalised: the
+    shared direction of a task's prompts ("a photo of the number …") carries no class."""
+    return F.normalize(heads - heads.mean(0, keepdim=True), dim=-1)
 
 
 def lora_config(config: ViTConfig, rank: int = 16):
@@ -232,6 +284,26 @@ def finetune(
         loss.backward()
         opt.step()
     return model.eval()
+
+
+@torch.no_grad()
+def zero_shot_calibration(
+    encoder: TinyViT,
+    heads: dict[str, torch.Tensor],
+    scale: float,
+    task_set: str,
+    seed: int,
+    n: int = 256,
+) -> dict[str, tuple[float, float]]:
+    """Per task, the base's zero-shot (accuracy, mean top-1 confidence at ``scale``) on the
+    first ``n`` validation images (a build-log preview of the premise's calibration check)."""
+    out = {}
+    for name, head in heads.items():
+        x, y = tasks.generate(name, "validation", n, seed=seed, tasks=task_set)
+        cos = F.normalize(encoder(x.float() / 255), dim=-1) @ head.T  # (n, C)
+        conf = torch.softmax(scale * cos, -1).max(-1).values.mean()
+        out[name] = (float((cos.argmax(-1) == y).float().mean()), float(conf))
+    return out
 
 
 @torch.no_grad()
@@ -310,9 +382,16 @@ def build(
     tok, lm = text.load_text_model()
     task_list = tasks.task_set(r.tasks)
     task_heads = {t.name: text.class_heads(t.prompts(), tok, lm) for t in task_list}
+    families = pretrain_data.concept_families() if r.centred_heads else None
+    if r.centred_heads:
+        task_heads = {name: centre_heads(h) for name, h in task_heads.items()}
     config = r.config
     if base_from is None:
         concept_heads = text.class_heads(pretrain_data.concept_prompts(r.tasks), tok, lm)
+        if families is not None:
+            for f in families.unique():
+                rows = families == f
+                concept_heads[rows] = centre_heads(concept_heads[rows])
         encoder, scale = pretrain(
             concept_heads,
             config=config,
@@ -324,10 +403,15 @@ def build(
             label_smoothing=r.label_smoothing,
             max_logit_scale=r.max_logit_scale,
             lr=r.pretrain_lr,
+            fixed_logit_scale=r.fixed_logit_scale,
+            families=families,
         )
     else:
         encoder, scale = _reuse_base(base_from, config)
     _save_base(out, encoder, task_heads)
+    preview = zero_shot_calibration(encoder, task_heads, scale, r.tasks, seed)
+    for name, (acc, conf) in preview.items():
+        _report(progress, 0.0, f"base on {name}: zero-shot {acc:.3f}, confidence {conf:.3f}")
     sizes = {"train": r.lora_steps * LORA_BATCH, "validation": r.n_validation, "test": r.n_test}
     arrays: dict[str, np.ndarray] = {}
     entries = []
@@ -362,6 +446,8 @@ def build(
         manifest["build"]["command"] += f" --recipe {r.name.removesuffix('-quick')}"
         manifest["build"]["command"] += " --quick" if quick else ""
         manifest["build"]["recipe"] = r.name
+        settings = {k: v for k, v in asdict(r).items() if k not in ("name", "config")}
+        manifest["build"]["recipe_settings"] = settings
     manifest["build"]["seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(out, manifest)
     manifest = measure(out, manifest)

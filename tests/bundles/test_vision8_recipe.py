@@ -94,3 +94,45 @@ def test_shipped_premise_record_matches_a_fresh_evaluation(bundle):
             assert got[key] == pytest.approx(rec[key], abs=1e-4), (name, key)
         assert got["own_entropy"] == pytest.approx(rec["own_entropy"], abs=1e-5)
         assert got["passes"] == rec["passes"]
+
+
+def test_centred_heads_are_unit_rows_with_the_shared_direction_removed():
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(1, 16, generator=g)
+    heads = torch.nn.functional.normalize(3 * shared + torch.randn(5, 16, generator=g), dim=-1)
+    centred = vision8.centre_heads(heads)
+    assert torch.allclose(centred.norm(dim=-1), torch.ones(5), atol=1e-6)
+    off = ~torch.eye(5, dtype=torch.bool)
+    assert (centred @ centred.T)[off].mean() < (heads @ heads.T)[off].mean() - 0.3
+
+
+def test_concept_loss_runs_a_softmax_within_each_family():
+    g = torch.Generator().manual_seed(1)
+    families = torch.tensor([0, 0, 0, 1, 1])
+    logits, concept = torch.randn(4, 5, generator=g), torch.tensor([0, 2, 3, 4])
+    plain = vision8._concept_loss(logits, concept, None, 0.1)
+    assert plain == pytest.approx(float(torch.nn.functional.cross_entropy(
+        logits, concept, label_smoothing=0.1)))  # fmt: skip
+    by_hand = (
+        2 * torch.nn.functional.cross_entropy(logits[:2, :3], concept[:2])
+        + 2 * torch.nn.functional.cross_entropy(logits[2:, 3:], concept[2:] - 3)
+    ) / 4
+    assert float(vision8._concept_loss(logits, concept, families, 0.0)) == pytest.approx(
+        float(by_hand)
+    )
+
+
+def test_concept_families_follow_the_prompt_order():
+    fams = pretrain_data.concept_families()
+    assert len(fams) == len(pretrain_data.concept_prompts("v2"))
+    assert torch.equal(fams, fams.sort().values)  # contiguous, in family order
+    assert fams.bincount().tolist() == [len(f.concepts) for f in pretrain_data.FAMILIES]
+
+
+def test_a_fixed_logit_scale_is_not_learned():
+    heads = torch.nn.functional.normalize(torch.randn(len(pretrain_data.concept_families()), 384))
+    _, scale = vision8.pretrain(
+        heads, config=vision8.ViTConfig(depth=1), steps=2, batch=16, seed=0, mix="v2",
+        fixed_logit_scale=50.0, max_logit_scale=20.0, families=pretrain_data.concept_families(),
+    )  # fmt: skip
+    assert scale == pytest.approx(50.0)  # neither learned nor capped by the learned scale's cap
