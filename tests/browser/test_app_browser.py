@@ -21,7 +21,7 @@ def open_page(tab, title: str) -> None:
     tab.get_by_role("heading", name=title, level=1).first.wait_for()
 
 
-def settle(tab) -> None:
+def idle(tab) -> None:
     """Wait until Streamlit has finished the current run: no running-man, no stale elements,
     no progress bar and no "Scoring on …" note left on the page."""
     tab.wait_for_function(
@@ -30,7 +30,13 @@ def settle(tab) -> None:
                  && !document.querySelector('[data-testid="stProgress"]')
                  && !document.body.innerText.includes('Scoring on ')""",
         timeout=120_000,
+        polling=20,
     )
+
+
+def settle(tab) -> None:
+    """:func:`idle`, then half a second for late redraws."""
+    idle(tab)
     tab.wait_for_timeout(500)
 
 
@@ -91,7 +97,7 @@ def test_slider_updates_chart_quickly(page, adapter_dir, shots):
     page.locator(".js-plotly-plot").first.wait_for()
     settle(page)
     slider = page.get_by_role("slider").nth(1)  # scaling is first, then one weight per task
-    latencies = []
+    latencies, whole = [], []
     for _ in range(5):
         before = agreement_values(page)
         slider.focus()
@@ -107,12 +113,15 @@ def test_slider_updates_chart_quickly(page, adapter_dir, shots):
             timeout=30_000,
         )
         latencies.append(time.perf_counter() - start)
+        idle(page)  # the accuracy chart (scored on the test split) is drawn last
+        whole.append(time.perf_counter() - start)
         settle(page)
     screenshot(page, shots / "merge_after_slider.png")
     median = sorted(latencies)[len(latencies) // 2]
     print(
         f"\nadapters: {source}; slider -> updated chart latency (s): "
-        f"{[round(x, 3) for x in latencies]}"
+        f"{[round(x, 3) for x in latencies]}; -> whole page incl. the accuracy chart: "
+        f"{[round(x, 3) for x in whole]}"
     )
     print(f"median {median:.3f} s (target <= {LATENCY_TARGET_S} s)")
     assert median <= 2.0, f"chart took {median:.2f} s to follow the slider"
