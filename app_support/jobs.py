@@ -220,7 +220,9 @@ def can_isolate() -> bool:
     A process that has initialised CUDA cannot use it again in a forked child, so once the server
     has touched a GPU its jobs run in the worker thread (a GPU run competes little for the CPU).
     """
-    if os.environ.get(PROCESS_ENV, "1") == "0" or "fork" not in multiprocessing.get_all_start_methods():
+    if os.environ.get(PROCESS_ENV, "1") == "0":
+        return False
+    if "fork" not in multiprocessing.get_all_start_methods():
         return False
     import torch
 

@@ -231,7 +231,8 @@ def _point(pair, method, params, label, t, evaluate, *, seed, task_data=None, wa
         return None
     seconds = time.perf_counter() - start
     scores = tuple(float(s) for s in evaluate(result, pair.names))
-    return TradeoffPoint(method, label, t, scores, seconds, dict(result.params), result.seed, result)
+    return TradeoffPoint(method, label, t, scores, seconds, dict(result.params), result.seed,
+                         result)  # fmt: skip
 
 
 def _baseline_specs(ta_grid: Sequence[float]) -> list[tuple[str, str, dict[str, Any]]]:

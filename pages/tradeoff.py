@@ -5,9 +5,9 @@ import streamlit as st
 from app_support import history_view, state
 from app_support import tradeoff_view as tv
 from app_support.evaluation import current_bundle
+from app_support.jobs import FAILED, STOPPED
 from app_support.library import feature, needs
 from app_support.merging import open_result
-from app_support.jobs import FAILED, STOPPED
 from app_support.run_view import status_panel
 from app_support.settings import request_settings
 from app_support.workset import narrow_selection, require_task_context, require_working_set

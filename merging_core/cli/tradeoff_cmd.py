@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "adamerging_layer: layer-wise, TARA-repo variant)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of the first point (default: the sweep's own schedule, "
-                             "tradeoff.SWEEP_STEPS; 0 = the method's default schedule)")  # fmt: skip
+                             "tradeoff.SWEEP_STEPS; 0 = the method's schedule)")  # fmt: skip
     parser.add_argument("--warm-steps", type=int, default=None,
                         help="steps per warm-started point (default: tradeoff.SWEEP_WARM_STEPS; "
                              "0 = the method's default)")  # fmt: skip
