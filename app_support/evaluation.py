@@ -51,8 +51,9 @@ def result_key(result: MergeResult) -> tuple[Any, ...]:
 
 @st.cache_resource(max_entries=4096, show_spinner=False)
 def _score(name: str, key: str, task: str, split: str, _bundle: Any, _result: Any) -> float:
-    rows = getattr(_bundle, "slider_rows", None)  # a transformer bundle's fixed slider subset
-    report = _bundle.evaluate(_result, tasks=[task], split=split, rows=rows)["tasks"][task]
+    # a bundle's fixed slider subset (None: every row), normalised by its own individual accuracies
+    report = _bundle.evaluate(_result, tasks=[task], split=split, rows=_bundle.slider_rows)
+    report = report["tasks"][task]
     return 100.0 * float(report["normalized"])
 
 

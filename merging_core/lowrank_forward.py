@@ -148,12 +148,11 @@ def _dense(layer: nn.Module, B: torch.Tensor, route: str) -> bool:
 
 
 def _merged_forward(layer: nn.Linear, B: torch.Tensor, A: torch.Tensor) -> Callable[..., Any]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        weight = layer.weight + (B @ A).to(layer.weight.dtype)  # (d_out, R) @ (R, d_in)
-        return nn.functional.linear(x, weight, layer.bias)
-
     def merged_weight() -> torch.Tensor:
-        return layer.weight + (B @ A).to(layer.weight.dtype)
+        return layer.weight + (B @ A).to(layer.weight.dtype)  # (d_out, R) @ (R, d_in)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, merged_weight(), layer.bias)
 
     forward.merged_weight = merged_weight  # type: ignore[attr-defined]  # read by linear_weight
     return forward

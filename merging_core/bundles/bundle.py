@@ -103,6 +103,11 @@ class Bundle:
         )
         return data
 
+    @property
+    def slider_rows(self) -> int | None:
+        """Rows per task for interactive evaluation: None, every test row (128 per task)."""
+        return None
+
     def fingerprint(self) -> str:
         """Content hash of what merges read (see :meth:`CosineTaskData.fingerprint`)."""
         return self.task_data().fingerprint()
