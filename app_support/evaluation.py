@@ -20,6 +20,7 @@ from typing import Any
 import streamlit as st
 
 from app_support import state
+from app_support.session_cache import per_object
 from app_support.workset import load_bundle
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergeResult, merge
@@ -43,7 +44,12 @@ def bundle_name(bundle: Any) -> str:
 
 
 def result_key(result: MergeResult) -> tuple[Any, ...]:
-    """A content key of a merge result: what produced it plus its per-module norms."""
+    """A content key of a merge result: what produced it plus its per-module norms (computed
+    once per result object in a session: the baseline's key is asked for on every rerun)."""
+    return per_object("evaluation.result_key", result, lambda: _content_key(result), size=64)
+
+
+def _content_key(result: MergeResult) -> tuple[Any, ...]:
     norms = tuple(round(m.norm(), 9) for m in result.modules.values())
     return (result.method, repr(sorted(result.params.items())), result.seed,
             result.adapter_names, norms)  # fmt: skip

@@ -14,7 +14,8 @@ import numpy as np
 import streamlit as st
 
 from app_support.evaluation import Scores, accuracy_series
-from app_support.merging import learned_state, weight_space_retention
+from app_support.merging import learned_state, set_terms, weight_space_retention
+from app_support.session_cache import per_object
 from merging_core import figures
 from merging_core.adapters import AdapterSet
 from merging_core.merge import MergeResult
@@ -32,7 +33,8 @@ def describe_method(info: Any) -> None:
 
 def agreement_chart(adapter_set: AdapterSet, result: MergeResult) -> None:
     """Bars per task: cosine with, and effective coefficient of, its update (no data needed)."""
-    kept = weight_space_retention(adapter_set, result)
+    terms = per_object("agreement.set_terms", adapter_set, lambda: set_terms(adapter_set), size=4)
+    kept = weight_space_retention(adapter_set, result, terms)
     fig = figures.task_bars(
         {
             "cosine(merged ΔW, task ΔW)": kept["cosine"],

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -202,8 +203,31 @@ def identity_error(adapter_set: AdapterSet, name: str) -> float:
     return worst
 
 
+@dataclass(frozen=True)
+class SetTerms:
+    """What :func:`weight_space_retention` needs of the adapter set alone (fixed while a slider
+    moves): per module the concatenated factors and each column's task, and per task ``Σ‖T‖²``."""
+
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # path -> (B, A, owner)
+    task_sq: torch.Tensor  # (T,) float64
+
+
+def set_terms(adapter_set: AdapterSet) -> SetTerms:
+    """The adapter set's half of :func:`weight_space_retention` (computed once per set)."""
+    factors = {}
+    task_sq = torch.zeros(len(adapter_set), dtype=torch.float64)
+    for module in adapter_set.modules:
+        mods = adapter_set.factors(module)
+        owner = torch.repeat_interleave(torch.tensor([m.rank for m in mods]))  # (R,) task of col
+        B = torch.cat([m.B for m in mods], dim=1).double()  # (d_out, R)
+        A = torch.cat([m.A for m in mods], dim=0).double()  # (R, d_in)
+        task_sq += _per_task(_gram(B, B) * _gram(A.T, A.T), owner, len(mods))
+        factors[module] = (B, A, owner)
+    return SetTerms(factors, task_sq)
+
+
 def weight_space_retention(
-    adapter_set: AdapterSet, result: MergeResult
+    adapter_set: AdapterSet, result: MergeResult, terms: SetTerms | None = None
 ) -> dict[str, dict[str, float]]:
     """Per task, how much of its update the merge keeps, measured in weight space (no data).
 
@@ -213,18 +237,16 @@ def weight_space_retention(
     * ``cosine``: ``Σ⟨M, T⟩ / sqrt(Σ‖M‖² Σ‖T‖²)`` (direction kept; scale-free);
     * ``coefficient``: ``Σ⟨M, T⟩ / Σ‖T‖²`` (the task's effective weight in the merge: λ·w_t for
       Task Arithmetic on orthogonal tasks).
+
+    ``terms``: :func:`set_terms` of ``adapter_set``, when the caller keeps them across merges.
     """
+    terms = set_terms(adapter_set) if terms is None else terms
     dots = torch.zeros(len(adapter_set), dtype=torch.float64)
-    task_sq = torch.zeros(len(adapter_set), dtype=torch.float64)
     merged_sq = 0.0
-    for module in adapter_set.modules:
-        mods = adapter_set.factors(module)
-        owner = torch.repeat_interleave(torch.tensor([m.rank for m in mods]))  # (R,) task of col
-        B = torch.cat([m.B for m in mods], dim=1).double()  # (d_out, R)
-        A = torch.cat([m.A for m in mods], dim=0).double()  # (R, d_in)
-        task_sq += _per_task(_gram(B, B) * _gram(A.T, A.T), owner, len(mods))
-        dots += _per_task_dots(result.modules[module], B, A, owner, len(mods))
+    for module, (B, A, owner) in terms.factors.items():
+        dots += _per_task_dots(result.modules[module], B, A, owner, len(adapter_set))
         merged_sq += result.modules[module].norm() ** 2
+    task_sq = terms.task_sq
     names = adapter_set.names
     cosine = {n: _ratio(float(dots[i]), (merged_sq * float(task_sq[i])) ** 0.5)
               for i, n in enumerate(names)}  # fmt: skip

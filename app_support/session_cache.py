@@ -7,9 +7,10 @@ are per-user anyway, so they live in the session, keyed by content hashes.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import streamlit as st
 
@@ -30,6 +31,21 @@ def remember(kind: str, key: Hashable, compute: Callable[[], T], *, size: int = 
     cache[key] = value
     while len(cache) > size:
         cache.popitem(last=False)
+    return value
+
+
+def per_object(kind: str, obj: Any, compute: Callable[[], T], *, size: int = DEFAULT_SIZE) -> T:
+    """``compute()`` once per live object ``obj`` (by identity, not content) in this session.
+
+    For values derived from an object the page holds across reruns (the cached working set, a
+    cached merge result) whose content key would cost as much as the value itself. The entry
+    keeps only a weak reference, so an id reused by a new object recomputes.
+    """
+    ref, value = remember(kind, id(obj), lambda: (weakref.ref(obj), compute()), size=size)
+    if ref() is obj:
+        return value
+    value = compute()
+    st.session_state[state.RESULT_CACHE][kind][id(obj)] = (weakref.ref(obj), value)
     return value
 
 

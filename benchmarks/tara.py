@@ -83,9 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_table:
         table(bundle, adapters, context, seeds=args.seeds, steps=args.steps,
               ada_steps=args.ada_steps or None, baselines=not args.skip_baselines,
-              only=args.rows.split(",") if args.rows else None,
+              only=_rows(args.rows),
               scale=_scale_kwargs(args.entropy_scale))  # fmt: skip
     return 0
+
+
+def _rows(text: str | None) -> list[str] | None:
+    """``--rows``: None = the default rows, ``none`` = no data-driven rows (baselines only)."""
+    if not text:
+        return None
+    return [] if text == "none" else text.split(",")
 
 
 def _scale_kwargs(text: str | None) -> dict[str, Any]:
@@ -123,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rows",
         default=None,
         help="comma list of data-driven rows: ada_original,ada_repo,tara_a,tara_b,tara_b_abs,"
-        "nsc,nsc_official (default: the first four)",
+        "nsc,nsc_official, or none (default: the first four)",
     )
     p.add_argument(
         "--threads",
@@ -369,7 +376,7 @@ def table(
     evaluate = _normalised(bundle)
     ids = ("ada_original", "ada_repo", "tara_a", "tara_b", "tara_b_abs", "nsc", "nsc_official")
     keys = dict(zip(ids, runners, strict=True))
-    chosen = [keys[k] for k in only] if only else list(runners)[:4]
+    chosen = [keys[k] for k in only] if only is not None else list(runners)[:4]
     for label in chosen:
         runner = runners[label]
         rows[label] = []

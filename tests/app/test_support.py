@@ -8,7 +8,7 @@ from apptest_support import make_adapter
 
 from app_support import widgets
 from app_support.loading import adapter_folders, group_uploads
-from app_support.merging import identity_error, weight_space_retention
+from app_support.merging import identity_error, set_terms, weight_space_retention
 from app_support.settings import widget_values
 from app_support.state import param_key
 from merging_core.adapters import AdapterSet
@@ -31,6 +31,15 @@ def test_retention_matches_dense_formula(adapter_set, method):
         m2 = sum(float(result.delta(m).pow(2).sum()) for m in adapter_set.modules)
         assert kept["coefficient"][a.name] == pytest.approx(dot / t2, rel=1e-4)
         assert kept["cosine"][a.name] == pytest.approx(dot / (t2 * m2) ** 0.5, rel=1e-4)
+
+
+def test_retention_with_kept_set_terms_is_the_same(adapter_set):
+    terms = set_terms(adapter_set)  # what the Merge page keeps while a slider moves
+    for scaling in (0.3, 0.9):
+        result = merge(adapter_set, "task_arithmetic", scaling=scaling)
+        assert weight_space_retention(adapter_set, result, terms) == weight_space_retention(
+            adapter_set, result
+        )
 
 
 def test_retention_of_a_single_adapter_is_its_weight(adapters):
