@@ -30,9 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from merging_core.adaptive.cache import AdaptiveCache  # noqa: E402
 from merging_core.merge import merge  # noqa: E402
 from merging_core.methods import get_method  # noqa: E402
-from merging_core.adaptive.cache import AdaptiveCache  # noqa: E402
 from merging_core.tradeoff import DEFAULT_SWEEP, two_task_sweep  # noqa: E402
 
 # (row label, method id, fixed params, scale parameter to grid-search or None)
@@ -122,8 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-floor", action="store_true")
     p.add_argument("--skip-slider", action="store_true")
     p.add_argument("--skip-sweeps", action="store_true", help="timings without the sweeps")
-    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
-                   help="precision of the TARA runs in the timings")  # fmt: skip
+    p.add_argument(
+        "--precision",
+        default="bfloat16",
+        choices=("float32", "bfloat16"),
+        help="precision of the TARA runs in the timings (default: the methods' own)",
+    )
     p.add_argument("--floor-threads", default="1", help="floor table's thread counts, e.g. 1,2")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument(
@@ -262,30 +266,43 @@ def _matmul_rate(device) -> tuple[float, float]:
 
 def slider(bundle, adapters, *, repeat: int = 5) -> None:
     """Merge + test-split accuracy of every task (one ``evaluate`` call per task, as the Merge
-    page scores them) for a Task Arithmetic slider move; best and median of ``repeat`` moves."""
+    page scores them) for a Task Arithmetic slider move; best and median of ``repeat`` moves,
+    beside the floor: the evaluation's FLOPs (counted by torch) over this CPU's matmul rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     lam = 0.3
-    bundle.evaluate(merge(adapters, "task_arithmetic", scaling=lam))  # tokens cached
+    rows = bundle.slider_rows  # the fixed subset the app scores (None: every row)
+    bundle.evaluate(merge(adapters, "task_arithmetic", scaling=lam), rows=rows)  # tokens cached
     walls, cpus = [], []
     for i in range(repeat):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         result = merge(adapters, "task_arithmetic", scaling=lam + 0.01 * (i + 1))
         for task in bundle.task_names:
-            bundle.evaluate(result, tasks=[task], split="test")
+            bundle.evaluate(result, tasks=[task], split="test", rows=rows)
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
-    images = sum(len(bundle.labels(t, "test")) for t in bundle.task_names)
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    with counter:
+        for task in bundle.task_names:
+            bundle.evaluate(result, tasks=[task], split="test", rows=rows)
+    flops = counter.get_total_flops()
+    rate = _matmul_rate("cpu")[1]
+    images = sum(len(bundle.labels(t, "test")[: rows or None]) for t in bundle.task_names)
     print("## Slider path: Task Arithmetic move, merge + accuracy of every task\n")
-    print(f"{len(bundle.task_names)} tasks, {images} test images, {torch.get_num_threads()} "
+    print(f"{len(bundle.task_names)} tasks, {images} test inputs, {torch.get_num_threads()} "
           f"thread(s): best {min(walls):.3f} s wall / {min(cpus):.3f} CPU-s, median "
-          f"{statistics.median(walls):.3f} s wall / {statistics.median(cpus):.3f} CPU-s "
-          f"(target ≤ 0.5 s)\n")  # fmt: skip
+          f"{statistics.median(walls):.3f} s wall / {statistics.median(cpus):.3f} CPU-s. "
+          f"Floor: {flops / 1e9:.1f} GFLOP (matmuls, counted) at {rate / 1e9:.1f} GFLOP per "
+          f"CPU-second = {flops / rate:.3f} CPU-s; best / floor = "
+          f"{min(cpus) / (flops / rate):.2f}×\n")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
 # Timings.
 
 
-def timings(bundle, adapters, context, *, steps: int, warm: int, precision: str = "float32",
+def timings(bundle, adapters, context, *, steps: int, warm: int, precision: str = "bfloat16",
             sweeps: bool = True) -> None:  # fmt: skip
     """Full run, warm re-run after a ρ change, 250 TARA-B steps, 11-point two-task sweep (per
     method)."""
