@@ -55,20 +55,18 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import CORE_DTYPE
+from merging_core.methods.registry import Param, register_method
 from merging_core.methods.shared import (
     DROP_RATE,
-    RANK_RTOL,
     SCALING,
     THRESHOLD,
     check_choice,
     dropped_tensors,
     mask_seeds,
-    polar_factor,
     scaled_progress,
     ties_merge_parts,
     weighted_sum_parts,
 )
-from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -76,6 +74,7 @@ from merging_core.results import (
     report_progress,
     result_from_modules,
 )
+from merging_core.spectral import RANK_RTOL, polar_factor
 
 RULES = ("ta", "ties", "dare", "dare_ties", "tsv", "cart")
 ELEMENTWISE = ("ties", "dare", "dare_ties")

@@ -1,6 +1,7 @@
 """Helpers shared by several merge methods; no method file imports another, they all import this.
 
-Space: mixed, each helper says which. Five groups:
+Space: mixed, each helper says which. Four groups (the spectral helpers of the factor-space
+methods are in :mod:`merging_core.spectral`):
 
 * **Options**: per-adapter weights, choice checks, progress phases, the parameter specs that
   TIES, DARE and KnOTS share.
@@ -11,7 +12,6 @@ Space: mixed, each helper says which. Five groups:
 * **Streaming engines** over tensors served one part at a time: TIES (:func:`ties_merge_parts`),
   a weighted sum, reproducible DARE masks; used on dense ΔW (TIES, DARE), on KnOTS blocks and on
   Core Space cores.
-* **Spectral helpers** (factors, float64): polar factors, noise floors, the SVD of a sum.
 * **Fused element-wise engine** (ΔW from LoRA factors; TIES with a global or no trim, DARE):
   :class:`FactorDeltas` serves each module in blocks of rows; :func:`fused_thresholds` finds the
   exact global thresholds in one pass (a sampled bracket, then the order statistic among the few
@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
-from merging_core.factors import CORE_DTYPE, LowRankSVD, frobenius_norm, svd_of_product
 from merging_core.methods.registry import Param
 from merging_core.results import (
     MergedModule,
@@ -580,68 +579,6 @@ def weighted_sum_functions(
         return merged
 
     return [part(i) for i in range(num_parts)]
-
-
-# ---- spectral helpers -------------------------------------------------------------
-
-# Singular values below RANK_RTOL · σ_max are treated as zero: inputs are float32, so anything
-# smaller is rounding noise, and a flat or polar step would otherwise promote its arbitrary
-# direction to a real one.
-RANK_RTOL = 1e-6
-# Smallest eigenvalue ratio of XᵀX (= κ(X)⁻²) for which the polar factor is taken from the Gram.
-POLAR_GRAM_MIN = 1e-8
-
-
-def polar_factor(X: torch.Tensor, *, partial: bool = False) -> torch.Tensor:
-    """Nearest matrix with orthonormal columns to ``X`` (its polar factor), float64.
-
-    ``polar(X) = P Qᵀ`` from the thin SVD ``X = P Σ Qᵀ``, which equals ``X (XᵀX)^{-1/2}``. When
-    ``X`` is well conditioned (κ ≤ 10⁴, the usual case for task bases) we use the second form: a
-    ``K × K`` Gram and its eigendecomposition, several times cheaper than the SVD of a tall ``X``
-    and accurate to ~κ²·1e-16. Otherwise (nearly dependent columns) the SVD form is used.
-
-    Args:
-        X: ``(m, K)`` with ``K ≤ m``.
-        partial: for numerically rank-deficient ``X`` (e.g. two identical task bases), keep only
-            the singular pairs with ``σ > RANK_RTOL · σ_max``: the partial isometry on ``X``'s
-            range, instead of completing it with arbitrary directions as the dense SVD does.
-
-    Returns:
-        ``(m, K)``; orthonormal columns unless ``partial`` and ``X`` is rank-deficient.
-    """
-    X = X.to(CORE_DTYPE)
-    evals, evecs = torch.linalg.eigh(X.T @ X)  # (K,), (K, K)
-    if X.shape[1] > 0 and float(evals[0]) > POLAR_GRAM_MIN * float(evals[-1]):
-        return X @ ((evecs * evals.rsqrt()) @ evecs.T)  # (m, K) @ (K, K)
-    P, S, Qh = torch.linalg.svd(X, full_matrices=False)  # (m, K), (K,), (K, K)
-    keep = int((S > RANK_RTOL * S[0]).sum()) if partial and S.numel() else S.numel()
-    return P[:, :keep] @ Qh[:keep]
-
-
-def drop_below(svd: LowRankSVD, floor: float) -> LowRankSVD:
-    """Keep only the triplets with ``σ > floor`` (S is descending)."""
-    keep = int((svd.S > floor).sum())
-    return LowRankSVD(svd.U[:, :keep], svd.S[:keep], svd.V[:, :keep])
-
-
-def noise_floor(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor]) -> float:
-    """``RANK_RTOL · max_t ‖B_t A_t‖_F``: singular values below it are rounding noise.
-
-    One absolute floor per module, so that a residual that should vanish (a task inside the
-    common subspace) is recognised as zero instead of being judged against its own noise.
-    """
-    return RANK_RTOL * max(frobenius_norm(B, A) for B, A in zip(Bs, As, strict=True))
-
-
-def sum_svd(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor]) -> LowRankSVD:
-    """Thin SVD of ``Σ_t B_t A_t`` in float64 from the stacked factors (methods.md L1).
-
-    ``Σ_t B_t A_t = [B_1 … B_T] @ [A_1; …; A_T]`` (``(m, R) @ (R, n)``); the same route as
-    :func:`merging_core.factors.svd_of_sum`, kept in float64 end to end.
-    """
-    B_cat = torch.cat([B.to(CORE_DTYPE) for B in Bs], dim=1)  # (m, R)
-    A_stk = torch.cat([A.to(CORE_DTYPE) for A in As], dim=0)  # (R, n)
-    return svd_of_product(B_cat, A_stk)
 
 
 # ---- fused element-wise engine (ΔW from factors, row blocks) ------------------------
