@@ -34,29 +34,30 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import (
-    DROP_RATE,
-    SCALING,
-    SIGN_METHOD,
-    THRESHOLD,
+from merging_core.elementwise.steps import SignMethod, check_choice
+from merging_core.elementwise.streaming import (
     THRESHOLDS,
-    WEIGHTS,
-    SignMethod,
-    adapter_weights,
-    check_choice,
     dense_result,
     dropped_tensors,
-    elementwise_result,
-    factor_deltas,
-    fused_sum_parts,
-    fused_ties_parts,
     linear_delta,
     mask_seeds,
     scaled_progress,
     streamed_ties,
     streams,
     ties_merge_parts,
+)
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import (
+    DROP_RATE,
+    SCALING,
+    SIGN_METHOD,
+    THRESHOLD,
+    WEIGHTS,
+    adapter_weights,
+    elementwise_result,
+    factor_deltas,
+    fused_sum_parts,
+    fused_ties_parts,
 )
 from merging_core.results import MergeResult, Progress
 

@@ -1,33 +1,19 @@
 """Helpers shared by several merge methods; no method file imports another, they all import this.
 
-Space: mixed, each helper says which. Four groups (the spectral helpers of the factor-space
-methods are in :mod:`merging_core.spectral`):
+Space: mixed, each helper says which. Two groups (the element-wise steps and the streaming engines
+are in :mod:`merging_core.elementwise`, the spectral helpers in :mod:`merging_core.spectral`):
 
-* **Options**: per-adapter weights, choice checks, progress phases, the parameter specs that
-  TIES, DARE and KnOTS share.
-* **Element-wise steps** (ΔW, or any task tensor): trim, elect, disjoint mean, drop-and-rescale
-  (methods.md L5). Several tasks' tensors come as a list (or one tensor with the task on dim 0)
-  and are accumulated one task at a time, never stacked. Nothing here draws from the global RNG:
-  dropping takes an explicit ``torch.Generator``.
-* **Streaming engines** over tensors served one part at a time: TIES (:func:`ties_merge_parts`),
-  a weighted sum, reproducible DARE masks; used on dense ΔW (TIES, DARE), on KnOTS blocks and on
-  Core Space cores.
+* **Options**: per-adapter weights, the parameter specs that TIES, DARE, KnOTS and Core Space
+  share.
 * **Fused element-wise engine** (ΔW from LoRA factors; TIES with a global or no trim, DARE):
   :class:`FactorDeltas` serves each module in blocks of rows; :func:`fused_thresholds` finds the
   exact global thresholds in one pass (a sampled bracket, then the order statistic among the few
   entries inside it); :func:`fused_ties_module` / :func:`fused_sum_module` merge a module block
-  by block with in-place float operations. Same bytes as the step-by-step functions above.
-
-The global trim threshold of the official TIES (top-k% over *all* of a task's coordinates) is
-found without holding all of them at once: for LoRA ΔW by :func:`fused_thresholds` (one pass);
-for any served tensors (KnOTS blocks, Core Space cores) and as its fallback by
-:func:`magnitude_threshold`, a two-pass radix select on the float32 bit pattern of ``|x|``
-(monotone for non-negative floats), 65 536 bins per pass. Both are exact.
+  by block with in-place float operations. Same bytes as the step-by-step functions.
 
 References:
     TIES-Merging: https://arxiv.org/abs/2306.01708
     DARE: https://arxiv.org/abs/2311.03099
-    TSV-M: https://arxiv.org/abs/2412.00081
 """
 
 from __future__ import annotations
@@ -35,22 +21,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
-from merging_core.methods.registry import Param
-from merging_core.results import (
-    MergedModule,
-    MergeResult,
-    Progress,
-    report_progress,
-    result_from_modules,
+from merging_core.elementwise.steps import (
+    SIGN_METHODS,
+    TIE_RULES,
+    SignMethod,
+    check_choice,
+    check_density,
+    drop_and_rescale,
+    kept_count,
+    magnitude_threshold,
 )
-
-# ---- options ----------------------------------------------------------------------
+from merging_core.elementwise.streaming import THRESHOLDS, dense_result, lazy_result, streams
+from merging_core.methods.registry import Param
+from merging_core.results import MergeResult, Progress, report_progress
 
 
 def adapter_weights(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -61,220 +49,6 @@ def adapter_weights(weights: Sequence[float] | None, count: int) -> list[float]:
         raise ValueError(f"weights has {len(weights)} entries but there are {count} adapters")
     return [float(w) for w in weights]
 
-
-# ---- element-wise steps -----------------------------------------------------------
-
-SignMethod = Literal["total", "frequency"]
-TieRule = Literal["majority", "positive"]
-_LOW_BITS = 16
-_BINS = 1 << _LOW_BITS
-_NON_FINITE = 0x7F80  # high 16 bits of +inf; every larger pattern is NaN
-
-
-def check_density(density: float) -> None:
-    """``ValueError`` unless ``0 < density <= 1``."""
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-
-
-def kept_count(density: float, numel: int) -> int:
-    """How many coordinates a trim at ``density`` keeps: ``int(density · numel)`` (as PEFT).
-
-    The official TIES notebook keeps one more (``kthvalue(d - int(d·k))`` then ``>=``).
-    """
-    check_density(density)
-    return int(density * numel)
-
-
-def trim_by_magnitude(
-    tensor: torch.Tensor, *, density: float, threshold: float | None = None
-) -> torch.Tensor:
-    """Zero all but the largest-magnitude entries of ``tensor``.
-
-    Args:
-        tensor: any shape.
-        density: fraction kept, in (0, 1]. Used when ``threshold`` is None (per-tensor trim):
-            exactly ``int(density · numel)`` entries survive (``torch.topk``, as PEFT's ``prune``).
-        threshold: a global threshold from :func:`magnitude_threshold`; entries with
-            ``|x| >= threshold`` survive (the official TIES trim over a whole task).
-
-    Returns:
-        Same shape and dtype, trimmed entries set to 0.
-    """
-    check_density(density)
-    if threshold is not None:
-        return tensor * (tensor.abs() >= threshold)
-    k = kept_count(density, tensor.numel())
-    if k == tensor.numel():
-        return tensor.clone()
-    flat = tensor.reshape(-1)
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[torch.topk(flat.abs(), k=k, largest=True).indices] = True
-    return tensor * mask.reshape(tensor.shape)
-
-
-def magnitude_threshold(
-    make_chunks: Callable[[], Iterable[torch.Tensor]], *, density: float
-) -> float:
-    """Exact global trim threshold: the ``k``-th largest ``|x|`` over all chunks.
-
-    ``k = int(density · N)`` with ``N`` the total number of entries, so keeping ``|x| >= threshold``
-    keeps exactly ``k`` entries unless several equal the threshold. Two streaming passes over
-    ``make_chunks()`` (it is called twice and must yield the same tensors both times).
-
-    Args:
-        make_chunks: returns a fresh iterable of tensors (e.g. one task's ΔW per module).
-        density: fraction kept, in (0, 1].
-
-    Returns:
-        The threshold as a float; ``inf`` when ``k == 0`` (nothing is kept, or no entries).
-
-    Raises:
-        ValueError: bad density or a non-finite entry.
-    """
-    check_density(density)
-    high = _histogram(make_chunks(), prefix=None)  # (65536,) counts of the top 16 bits
-    if high[_NON_FINITE:].any():  # exponent all ones: |x| is inf or NaN
-        raise ValueError("cannot trim a tensor with NaN or infinite entries")
-    k = kept_count(density, int(high.sum()))
-    if k == 0:
-        return math.inf
-    top, rest = _select_bucket(high, k)
-    low = _histogram(make_chunks(), prefix=top)  # low 16 bits of entries in bucket `top`
-    bottom, _ = _select_bucket(low, rest)
-    bits = torch.tensor([(top << _LOW_BITS) | bottom], dtype=torch.int32)
-    return float(bits.view(torch.float32)[0])
-
-
-def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
-    """``|x|`` as int32 bit patterns; non-negative and ordered like the values."""
-    mags = chunk.detach().reshape(-1).abs().to(torch.float32).contiguous()
-    return mags.view(torch.int32)
-
-
-def _histogram(chunks: Iterable[torch.Tensor], *, prefix: int | None) -> np.ndarray:
-    """Counts of the high 16 bits, or the low 16 bits of entries whose high 16 are ``prefix``.
-
-    The 65 536-bin bookkeeping runs in NumPy: single-threaded and cheap, where torch's
-    multi-threaded kernels on 64K-element tensors stall on a busy machine.
-    """
-    counts = np.zeros(_BINS, dtype=np.int64)
-    for chunk in chunks:
-        bits = _magnitude_bits(chunk)
-        if prefix is None:
-            keys = bits >> _LOW_BITS
-        else:
-            keys = bits[(bits >> _LOW_BITS) == prefix] & (_BINS - 1)
-        counts += np.bincount(keys.cpu().numpy(), minlength=_BINS)
-    return counts
-
-
-def _select_bucket(counts: np.ndarray, k: int) -> tuple[int, int]:
-    """Bucket holding the ``k``-th largest entry, and that entry's rank inside the bucket."""
-    at_or_above = np.cumsum(counts[::-1])[::-1]  # (bins,) entries in this bucket or higher
-    bucket = int(np.flatnonzero(at_or_above >= k).max())
-    above = int(at_or_above[bucket] - counts[bucket])
-    return bucket, k - above
-
-
-def elect_sign(
-    tasks: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    method: SignMethod = "total",
-    tie: TieRule = "majority",
-) -> torch.Tensor:
-    """Elected sign per coordinate, ``T × (...) -> (...)`` with values in {-1, 0, +1}.
-
-    Args:
-        tasks: trimmed task tensors of one shape: a list, or one tensor with the task on dim 0.
-            They are accumulated one at a time (no ``(T, ...)`` stack is built).
-        method: ``"total"`` = sign of the summed values (TIES "mass", official and PEFT default);
-            ``"frequency"`` = sign of the summed signs (PEFT's other option).
-        tie: what a zero score becomes. ``"majority"`` (official ``resolve_zero_signs``): the sign
-            of the sum of all elected signs of this tensor, 0 if that is 0 too; ``"positive"``
-            (PEFT, mergekit): +1.
-
-    Raises:
-        ValueError: unknown ``method`` or ``tie``, or no tasks.
-    """
-    if method not in ("total", "frequency"):
-        raise ValueError(f"sign method must be 'total' or 'frequency', got {method!r}")
-    if tie not in ("majority", "positive"):
-        raise ValueError(f"tie rule must be 'majority' or 'positive', got {tie!r}")
-    if len(tasks) == 0:
-        raise ValueError("cannot elect a sign from zero task tensors")
-    score = torch.zeros_like(tasks[0])
-    for x in tasks:
-        score += x if method == "total" else x.sign()
-    if tie == "positive":
-        return torch.where(score >= 0, 1.0, -1.0).to(score.dtype)
-    sign = score.sign()
-    return torch.where(sign == 0, sign.sum().sign(), sign)
-
-
-def disjoint_mean(
-    tasks: Sequence[torch.Tensor] | torch.Tensor,
-    sign: torch.Tensor,
-    *,
-    weights: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """Mean over the tasks that agree with the elected sign, ``T × (...) -> (...)``.
-
-    A task counts at a coordinate when its entry is non-zero and has the elected sign; the result
-    is ``Σ_agreeing w_t τ_t / #agreeing`` (0 where none agrees). Weights scale the values but
-    not the count, as in PEFT's ``disjoint_merge``. Tasks are accumulated one at a time.
-
-    Args:
-        tasks: trimmed task tensors (unweighted; signs are read from these), a list or a tensor
-            with the task on dim 0.
-        sign: ``(...)`` elected signs from :func:`elect_sign`.
-        weights: ``T`` per-task weights (all 1 when None).
-
-    Raises:
-        ValueError: ``weights`` length differs from the number of tasks.
-    """
-    if weights is not None and len(weights) != len(tasks):
-        raise ValueError(f"got {len(weights)} weights for {len(tasks)} task tensors")
-    total = torch.zeros_like(sign)
-    count = torch.zeros_like(sign)
-    for t, x in enumerate(tasks):
-        agree = (x.sign() == sign) & (x != 0)
-        weighted = x if weights is None else x * float(weights[t])
-        total += weighted * agree
-        count += agree
-    return total / count.clamp(min=1)
-
-
-def drop_and_rescale(
-    tensor: torch.Tensor, *, drop_rate: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """DARE: drop each entry with probability ``p``, scale survivors by ``1 / (1 - p)``.
-
-    Args:
-        tensor: any shape, on any device (the mask is drawn on CPU from ``generator``, so a
-            seed gives the same mask everywhere).
-        drop_rate: ``p`` in [0, 1). ``p = 0`` returns an exact copy and draws nothing.
-        generator: the source of randomness (None uses torch's global RNG; the merge functions
-            always pass one).
-
-    Raises:
-        ValueError: ``drop_rate`` outside [0, 1).
-    """
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
-    if drop_rate == 0.0:
-        return tensor.clone()
-    keep_prob = torch.full(tensor.shape, 1.0 - drop_rate, dtype=torch.float32)
-    keep = torch.bernoulli(keep_prob, generator=generator).to(tensor.device, tensor.dtype)
-    return tensor * keep / (1.0 - drop_rate)
-
-
-# ---- streaming engines ------------------------------------------------------------
-
-TaskTensor = Callable[[int, int], torch.Tensor]  # (part index, task index) -> tensor
-THRESHOLDS = ("global", "per_tensor")
-SIGN_METHODS = ("total", "frequency")
-TIE_RULES = {"total": "majority", "frequency": "positive"}  # official / PEFT (see ties.py)
 
 SCALING = Param(
     "scaling",
@@ -308,216 +82,6 @@ SIGN_METHOD = Param(
     help="Elect the sign of the summed values (official 'mass') or of the summed signs.",
 )
 
-
-def linear_delta(module: LoraModule) -> torch.Tensor:
-    """ΔW in the linear layout: ``(d_out, r) @ (r, d_in) -> (d_out, d_in)``, float32."""
-    return module.B.float() @ module.A.float()
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def scaled_progress(progress: Progress | None, start: float, end: float) -> Progress | None:
-    """A callback that maps a phase's ``[0, 1]`` onto ``[start, end]`` of ``progress``."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + (end - start) * fraction, message)
-
-
-def task_thresholds(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    num_tasks: int,
-    density: float,
-    progress: Progress | None = None,
-) -> list[float]:
-    """Per task, the exact global trim threshold over all of its parts (two streaming passes)."""
-
-    def chunks(t: int) -> Callable[[], Any]:
-        return lambda: (task_tensor(i, t) for i in range(num_parts))
-
-    thresholds = []
-    for t in range(num_tasks):
-        thresholds.append(magnitude_threshold(chunks(t), density=density))
-        report_progress(progress, (t + 1) / num_tasks, f"trim threshold of task {t + 1}")
-    return thresholds
-
-
-def global_thresholds(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    num_tasks: int,
-    density: float,
-    threshold: str = "global",
-    sign_method: SignMethod = "total",
-    progress: Progress | None = None,
-) -> list[float] | None:
-    """Check the options; the per-task global thresholds, or None (per-tensor trim or
-    ``density = 1``). The two threshold passes form every tensor twice."""
-    check_density(density)
-    check_choice("threshold", threshold, THRESHOLDS)
-    check_choice("sign_method", sign_method, SIGN_METHODS)
-    if threshold != "global" or density >= 1.0:
-        return None
-    return task_thresholds(
-        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density, progress=progress
-    )
-
-
-def ties_merge_parts(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    num_tasks: int,
-    density: float,
-    threshold: str = "global",
-    sign_method: SignMethod = "total",
-    weights: Sequence[float] | None = None,
-    scaling: float = 1.0,
-    progress: Progress | None = None,
-) -> tuple[list[torch.Tensor], list[float] | None]:
-    """TIES over tensors served one part at a time (modules of ΔW, or KnOTS blocks).
-
-    Args:
-        task_tensor: ``(part, task) -> tensor``; deterministic (global trims call it 3 times).
-        num_parts: number of parts (modules). num_tasks: ``T``.
-        density: kept fraction per task, (0, 1]. threshold: ``"global"`` or ``"per_tensor"``.
-        sign_method: ``"total"`` or ``"frequency"``. weights: ``T`` weights or None.
-        scaling: λ. progress: optional ``callback(fraction, message)``.
-
-    Returns:
-        The merged tensor of every part (each shaped like its inputs), and the per-task global
-        thresholds (None for per-tensor trims or when density is 1, which trims nothing).
-    """
-    thresholds = global_thresholds(
-        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density,
-        threshold=threshold, sign_method=sign_method,
-        progress=scaled_progress(progress, 0.0, 2 / 3),
-    )  # fmt: skip
-    merge_phase = progress if thresholds is None else scaled_progress(progress, 2 / 3, 1.0)
-    parts = ties_part_functions(
-        task_tensor, num_parts=num_parts, num_tasks=num_tasks, density=density,
-        thresholds=thresholds, sign_method=sign_method, weights=weights, scaling=scaling,
-    )  # fmt: skip
-    merged = []
-    for i, part in enumerate(parts):
-        merged.append(part())
-        report_progress(merge_phase, (i + 1) / num_parts, f"TIES part {i + 1}/{num_parts}")
-    return merged, thresholds
-
-
-def ties_part_functions(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    num_tasks: int,
-    density: float,
-    thresholds: list[float] | None,
-    sign_method: SignMethod = "total",
-    weights: Sequence[float] | None = None,
-    scaling: float = 1.0,
-) -> list[Callable[[], torch.Tensor]]:
-    """One deterministic ``() -> merged tensor`` per part (trim, elect, disjoint mean, λ).
-
-    The streaming form of the merge pass of :func:`ties_merge_parts`: calling part ``i`` holds
-    only that part's ``T`` task tensors. ``thresholds`` are the global ones (None: per tensor).
-    """
-
-    def part(i: int) -> Callable[[], torch.Tensor]:
-        def merged() -> torch.Tensor:
-            trimmed = [
-                trim_by_magnitude(
-                    task_tensor(i, t),
-                    density=density,
-                    threshold=None if thresholds is None else thresholds[t],
-                )
-                for t in range(num_tasks)
-            ]  # T tensors of this part only
-            sign = elect_sign(trimmed, method=sign_method, tie=TIE_RULES[sign_method])
-            return scaling * disjoint_mean(trimmed, sign, weights=weights)
-
-        return merged
-
-    return [part(i) for i in range(num_parts)]
-
-
-STREAM_BYTES = 1 << 28
-"""Dense float32 bytes of all merged modules above which element-wise results are streamed
-(lazy modules computed on demand, e.g. by the export; 256 MiB, an 8B model's attention is ~5 GiB).
-Below it they are computed and stored, as small models' evaluation reads them many times."""
-
-
-def streams(adapter_set: AdapterSet) -> bool:
-    """True when the dense merged modules of ``adapter_set`` would exceed :data:`STREAM_BYTES`."""
-    dense = sum(
-        4 * f.d_out * f.d_in for f in (adapter_set.factors(n)[0] for n in adapter_set.modules)
-    )
-    return dense > STREAM_BYTES
-
-
-def streamed_ties(
-    adapter_set: AdapterSet,
-    delta: TaskTensor,
-    *,
-    density: float,
-    threshold: str,
-    sign_method: SignMethod,
-    weights: Sequence[float],
-    scaling: float,
-    progress: Progress | None,
-) -> MergeResult:
-    """TIES with the merge pass deferred: thresholds now, each module when it is read."""
-    shape = {"num_parts": len(adapter_set.modules), "num_tasks": len(adapter_set)}
-    thresholds = global_thresholds(
-        delta, density=density, threshold=threshold, sign_method=sign_method, progress=progress,
-        **shape,
-    )  # fmt: skip
-    parts = ties_part_functions(
-        delta, density=density, thresholds=thresholds, sign_method=sign_method, weights=weights,
-        scaling=scaling, **shape,
-    )  # fmt: skip
-    report_progress(progress, 1.0, "TIES thresholds ready; modules merge when read")
-    return lazy_result(adapter_set, parts, thresholds)
-
-
-def lazy_result(
-    adapter_set: AdapterSet,
-    parts: Sequence[Callable[[], torch.Tensor]],
-    thresholds: list[float] | None,
-) -> MergeResult:
-    """Wrap per-module merge functions as lazy dense modules (``nonzero_fraction`` is None:
-    counting it would compute every module once more)."""
-    modules = {
-        name: MergedModule.from_compute(adapter_set.factors(name)[0], fn)
-        for name, fn in zip(adapter_set.modules, parts, strict=True)
-    }
-    diagnostics = {"nonzero_fraction": None, "trim_thresholds": thresholds, "streamed": True}
-    return result_from_modules(adapter_set, modules, diagnostics=diagnostics)
-
-
-def dense_result(
-    adapter_set: AdapterSet,
-    merged: Sequence[torch.Tensor],
-    thresholds: list[float] | None,
-) -> MergeResult:
-    """Wrap per-module dense ΔW (linear layout, module order) as a ``MergeResult``."""
-    modules = {
-        name: MergedModule.from_dense(adapter_set.factors(name)[0], dw)
-        for name, dw in zip(adapter_set.modules, merged, strict=True)
-    }
-    nonzero = sum(int(torch.count_nonzero(dw)) for dw in merged)
-    diagnostics = {
-        "nonzero_fraction": nonzero / max(sum(dw.numel() for dw in merged), 1),
-        "trim_thresholds": thresholds,
-    }
-    return result_from_modules(adapter_set, modules, diagnostics=diagnostics)
-
-
 DROP_RATE = Param(
     "drop_rate",
     "float",
@@ -527,58 +91,6 @@ DROP_RATE = Param(
     step=0.01,
     help="p: probability of dropping each entry (0.9 typical for LLM deltas; KnOTS used 0.1–0.2).",
 )
-
-
-def mask_seeds(
-    generator: torch.Generator | None, num_parts: int, num_tasks: int
-) -> list[list[int]]:
-    """One seed per (part, task), ``num_parts × num_tasks``, drawn from ``generator``."""
-    seeds = torch.randint(0, 2**62, (num_parts, num_tasks), generator=generator)
-    return seeds.tolist()
-
-
-def dropped_tensors(
-    task_tensor: TaskTensor, seeds: list[list[int]], drop_rate: float
-) -> TaskTensor:
-    """Wrap ``task_tensor`` so each (part, task) tensor is dropped-and-rescaled reproducibly."""
-
-    def dropped(i: int, t: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seeds[i][t])
-        return drop_and_rescale(task_tensor(i, t), drop_rate=drop_rate, generator=gen)
-
-    return dropped
-
-
-def weighted_sum_parts(
-    task_tensor: TaskTensor,
-    *,
-    num_parts: int,
-    weights: Sequence[float],
-    scaling: float,
-    progress: Progress | None = None,
-) -> list[torch.Tensor]:
-    """``λ Σ_t w_t τ_t`` for every part (Task Arithmetic on served tensors)."""
-    merged = []
-    for i in range(num_parts):
-        total = sum(w * task_tensor(i, t) for t, w in enumerate(weights))
-        merged.append(scaling * total)
-        report_progress(progress, (i + 1) / num_parts, f"summing part {i + 1}/{num_parts}")
-    return merged
-
-
-def weighted_sum_functions(
-    task_tensor: TaskTensor, *, num_parts: int, weights: Sequence[float], scaling: float
-) -> list[Callable[[], torch.Tensor]]:
-    """The streaming form of :func:`weighted_sum_parts`: one ``() -> λ Σ_t w_t τ_t`` per part."""
-
-    def part(i: int) -> Callable[[], torch.Tensor]:
-        def merged() -> torch.Tensor:
-            total = sum(w * task_tensor(i, t) for t, w in enumerate(weights))
-            return scaling * total
-
-        return merged
-
-    return [part(i) for i in range(num_parts)]
 
 
 # ---- fused element-wise engine (ΔW from factors, row blocks) ------------------------

@@ -43,25 +43,26 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import (
-    SCALING,
-    SIGN_METHOD,
-    THRESHOLD,
+from merging_core.elementwise.steps import SignMethod, check_choice
+from merging_core.elementwise.streaming import (
     THRESHOLDS,
-    WEIGHTS,
-    SignMethod,
-    adapter_weights,
-    check_choice,
     dense_result,
-    elementwise_result,
-    factor_deltas,
-    fused_ties_parts,
     linear_delta,
     scaled_progress,
     streamed_ties,
     streams,
     ties_merge_parts,
+)
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import (
+    SCALING,
+    SIGN_METHOD,
+    THRESHOLD,
+    WEIGHTS,
+    adapter_weights,
+    elementwise_result,
+    factor_deltas,
+    fused_ties_parts,
 )
 from merging_core.results import MergeResult, Progress
 

@@ -8,19 +8,22 @@ import pytest
 import torch
 
 from merging_core import Adapter, AdapterSet, LoraModule, merge
+from merging_core.elementwise import streaming
+from merging_core.elementwise.streaming import (
+    dropped_tensors,
+    linear_delta,
+    mask_seeds,
+    ties_merge_parts,
+    weighted_sum_parts,
+)
 from merging_core.methods import shared
 from merging_core.methods.shared import (
     FactorDeltas,
-    dropped_tensors,
     factor_deltas,
     fused_sum_module,
     fused_thresholds,
     fused_ties_module,
-    linear_delta,
-    mask_seeds,
     row_blocks,
-    ties_merge_parts,
-    weighted_sum_parts,
 )
 
 SHAPES = ((130, 70), (200, 33), (64, 64), (65, 3))  # several row blocks once blocks are small
@@ -220,7 +223,7 @@ def test_streamed_and_stored_results_are_the_same_bytes(small_blocks, monkeypatc
     aset = _set(3, 6)
     opts = {"variant": "ties", "drop_rate": 0.3, "density": 0.4} if method == "dare" else {}
     stored = merge(aset, method, seed=1, **opts)
-    monkeypatch.setattr(shared, "STREAM_BYTES", 0)
+    monkeypatch.setattr(streaming, "STREAM_BYTES", 0)
     streamed = merge(aset, method, seed=1, **opts)
     assert streamed.diagnostics["streamed"] and stored.diagnostics["trim_thresholds"]
     assert streamed.diagnostics["trim_thresholds"] == stored.diagnostics["trim_thresholds"]
