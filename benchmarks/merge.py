@@ -317,9 +317,9 @@ def svd_check(result, rank: int) -> dict:
 def print_module_check(args: argparse.Namespace) -> None:
     """Fused vs unfused TIES (density 0.2, global trim) on one q_proj module of ``args.tasks``
     tasks: CPU seconds per phase, bit equality, and the randomized SVD against the exact one."""
+    from merging_core.elementwise.fused import factor_deltas, fused_thresholds, fused_ties_module
     from merging_core.elementwise.streaming import linear_delta, task_thresholds, ties_merge_parts
     from merging_core.export import SKETCH_POWER_ITERS, randomized_spectrum, truncation_stats
-    from merging_core.methods.shared import factor_deltas, fused_thresholds, fused_ties_module
 
     name = module_path(0, "q_proj")
     full = synthetic_adapters(tasks=args.tasks, rank=args.rank, layers=1)

@@ -34,6 +34,12 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.elementwise.fused import (
+    elementwise_result,
+    factor_deltas,
+    fused_sum_parts,
+    fused_ties_parts,
+)
 from merging_core.elementwise.steps import SignMethod, check_choice
 from merging_core.elementwise.streaming import (
     THRESHOLDS,
@@ -54,10 +60,6 @@ from merging_core.methods.shared import (
     THRESHOLD,
     WEIGHTS,
     adapter_weights,
-    elementwise_result,
-    factor_deltas,
-    fused_sum_parts,
-    fused_ties_parts,
 )
 from merging_core.results import MergeResult, Progress
 

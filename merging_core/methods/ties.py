@@ -43,6 +43,7 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
+from merging_core.elementwise.fused import elementwise_result, factor_deltas, fused_ties_parts
 from merging_core.elementwise.steps import SignMethod, check_choice
 from merging_core.elementwise.streaming import (
     THRESHOLDS,
@@ -54,16 +55,7 @@ from merging_core.elementwise.streaming import (
     ties_merge_parts,
 )
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import (
-    SCALING,
-    SIGN_METHOD,
-    THRESHOLD,
-    WEIGHTS,
-    adapter_weights,
-    elementwise_result,
-    factor_deltas,
-    fused_ties_parts,
-)
+from merging_core.methods.shared import SCALING, SIGN_METHOD, THRESHOLD, WEIGHTS, adapter_weights
 from merging_core.results import MergeResult, Progress
 
 
