@@ -317,8 +317,9 @@ def svd_check(result, rank: int) -> dict:
 def print_module_check(args: argparse.Namespace) -> None:
     """Fused vs unfused TIES (density 0.2, global trim) on one q_proj module of ``args.tasks``
     tasks: CPU seconds per phase, bit equality, and the randomized SVD against the exact one."""
+    from merging_core.elementwise.fused import factor_deltas, fused_thresholds, fused_ties_module
+    from merging_core.elementwise.streaming import linear_delta, task_thresholds, ties_merge_parts
     from merging_core.export import SKETCH_POWER_ITERS, randomized_spectrum, truncation_stats
-    from merging_core.methods import shared
 
     name = module_path(0, "q_proj")
     full = synthetic_adapters(tasks=args.tasks, rank=args.rank, layers=1)
@@ -326,18 +327,18 @@ def print_module_check(args: argparse.Namespace) -> None:
         [Adapter(name=a.name, modules={name: a.modules[name]}) for a in full]
     )
     clock = time.process_time
-    delta = lambda i, t: shared.linear_delta(one.factors(one.modules[i])[t])  # noqa: E731
+    delta = lambda i, t: linear_delta(one.factors(one.modules[i])[t])  # noqa: E731
     t0 = clock()
-    thresholds = shared.task_thresholds(delta, num_parts=1, num_tasks=len(one), density=0.2)
+    thresholds = task_thresholds(delta, num_parts=1, num_tasks=len(one), density=0.2)
     t1 = clock()
-    (old,), _ = shared.ties_merge_parts(delta, num_parts=1, num_tasks=len(one), density=0.2,
-                                        weights=[1.0] * len(one))  # fmt: skip
+    (old,), _ = ties_merge_parts(delta, num_parts=1, num_tasks=len(one), density=0.2,
+                                 weights=[1.0] * len(one))  # fmt: skip
     t2 = clock()
-    source = shared.factor_deltas(one)
-    fused = shared.fused_thresholds(source, density=0.2)
+    source = factor_deltas(one)
+    fused = fused_thresholds(source, density=0.2)
     t3 = clock()
-    new = shared.fused_ties_module(source, 0, thresholds=fused, sign_method="total",
-                                   weights=[1.0] * len(one), scaling=1.0)  # fmt: skip
+    new = fused_ties_module(source, 0, thresholds=fused, sign_method="total",
+                            weights=[1.0] * len(one), scaling=1.0)  # fmt: skip
     t4 = clock()
     spec = randomized_spectrum(new, width=args.export_rank + 20)
     t5 = clock()

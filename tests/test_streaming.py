@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from merging_core import Adapter, AdapterSet, LoraModule, MergedModule, merge
+from merging_core.elementwise import streaming
 from merging_core.export import export_merge, randomized_spectrum, spectrum, truncation_stats
 from merging_core.merge import MergeResult
-from merging_core.methods import shared as ties_mod
 
 SHAPES = {"l.0.q": (24, 20, False), "l.0.k": (12, 20, False), "l.1.c": (20, 16, True)}
 
@@ -45,7 +45,7 @@ CASES = [
 def test_streamed_modules_equal_the_stored_dense_route(method, params, monkeypatch):
     aset = _set()
     stored = merge(aset, method, seed=3, **params)
-    monkeypatch.setattr(ties_mod, "STREAM_BYTES", 0)  # every model is "large" now
+    monkeypatch.setattr(streaming, "STREAM_BYTES", 0)  # every model is "large" now
     lazy = merge(aset, method, seed=3, **params)
     for name, module in lazy.modules.items():
         assert module.is_lazy and module.dense is None
@@ -59,7 +59,7 @@ def test_streamed_modules_equal_the_stored_dense_route(method, params, monkeypat
 def test_streamed_export_writes_the_same_bytes(tmp_path, monkeypatch):
     aset = _set(1, shapes={k: v for k, v in SHAPES.items() if not v[2]})  # one PEFT layout
     stored = merge(aset, "ties")
-    monkeypatch.setattr(ties_mod, "STREAM_BYTES", 0)
+    monkeypatch.setattr(streaming, "STREAM_BYTES", 0)
     lazy = merge(aset, "ties")
     assert lazy.diagnostics["streamed"] and lazy.diagnostics["nonzero_fraction"] is None
     export_merge(stored, tmp_path / "s", rank=4)

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods.shared import adapter_weights, check_choice
+from merging_core.elementwise.steps import check_choice
 from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import adapter_weights
 from merging_core.results import (
     MergedModule,
     MergeResult,

@@ -54,21 +54,17 @@ from dataclasses import dataclass, replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.factors import CORE_DTYPE
-from merging_core.methods.shared import (
-    DROP_RATE,
-    RANK_RTOL,
-    SCALING,
-    THRESHOLD,
-    check_choice,
+from merging_core.elementwise.steps import check_choice
+from merging_core.elementwise.streaming import (
     dropped_tensors,
     mask_seeds,
-    polar_factor,
     scaled_progress,
     ties_merge_parts,
     weighted_sum_parts,
 )
+from merging_core.factors import CORE_DTYPE
 from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import DROP_RATE, SCALING, THRESHOLD
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -76,6 +72,7 @@ from merging_core.results import (
     report_progress,
     result_from_modules,
 )
+from merging_core.spectral import RANK_RTOL, polar_factor
 
 RULES = ("ta", "ties", "dare", "dare_ties", "tsv", "cart")
 ELEMENTWISE = ("ties", "dare", "dare_ties")

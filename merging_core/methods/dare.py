@@ -4,7 +4,7 @@ Space: ΔW, element-wise. Each ΔW_t = B_t A_t ``(d_out, d_in)`` is formed one m
 Bernoulli keep-mask is drawn for it, and the dropped-and-rescaled deltas are merged with Task
 Arithmetic (``variant="linear"``, DARE-TA) or TIES (``variant="ties"``, DARE-TIES). The result
 is a dense ``MergedModule`` (lazy, merged when read, on large models: see
-``shared.STREAM_BYTES``); it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for the
+``streaming.STREAM_BYTES``); it depends only on ΔW_t, so (B·M, M⁻¹·A) gives the same answer for the
 same seed.
 
 Randomness: one seed per (module, task) is drawn from the caller's generator before anything
@@ -13,7 +13,7 @@ the order in which modules are visited, and the global TIES trim can re-form the
 deltas in each of its passes. ``drop_rate = 0`` draws nothing and equals TA / TIES exactly.
 
 Cost: DARE-TA, and DARE-TIES with the global (or no) trim, run on the fused engine of
-:mod:`merging_core.methods.shared` (each module in blocks of rows; the mask of a block is the
+:mod:`merging_core.elementwise.fused` (each module in blocks of rows; the mask of a block is the
 next stretch of draws from that (module, task)'s generator, so it is the mask of one draw over
 the whole tensor, and the result the same bytes). Drawing the masks (one 32-bit Mersenne
 Twister number per entry, serial) is most of DARE's time on LLM-sized modules.
@@ -34,29 +34,32 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import (
-    DROP_RATE,
-    SCALING,
-    SIGN_METHOD,
-    THRESHOLD,
-    THRESHOLDS,
-    WEIGHTS,
-    SignMethod,
-    adapter_weights,
-    check_choice,
-    dense_result,
-    dropped_tensors,
+from merging_core.elementwise.fused import (
     elementwise_result,
     factor_deltas,
     fused_sum_parts,
     fused_ties_parts,
+)
+from merging_core.elementwise.steps import SignMethod, check_choice
+from merging_core.elementwise.streaming import (
+    THRESHOLDS,
+    dense_result,
+    dropped_tensors,
     linear_delta,
     mask_seeds,
     scaled_progress,
     streamed_ties,
     streams,
     ties_merge_parts,
+)
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import (
+    DROP_RATE,
+    SCALING,
+    SIGN_METHOD,
+    THRESHOLD,
+    WEIGHTS,
+    adapter_weights,
 )
 from merging_core.results import MergeResult, Progress
 
@@ -141,7 +144,7 @@ def dare(
         return linear_delta(adapter_set.factors(names[i])[t])  # (d_out, d_in)
 
     dropped = dropped_tensors(delta, seeds, drop_rate)  # per-tensor trim: the unfused engine
-    if streams(adapter_set):  # lazy modules, merged when read (see shared.STREAM_BYTES)
+    if streams(adapter_set):  # lazy modules, merged when read (see streaming.STREAM_BYTES)
         return streamed_ties(
             adapter_set, dropped, density=density, threshold=threshold, sign_method=sign_method,
             weights=w, scaling=scaling, progress=progress,

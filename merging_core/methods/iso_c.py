@@ -34,7 +34,6 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
-from merging_core.methods.shared import drop_below, noise_floor, polar_factor, sum_svd
 from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,
@@ -43,6 +42,7 @@ from merging_core.results import (
     each_module,
     result_from_modules,
 )
+from merging_core.spectral import drop_below, noise_floor, polar_factor, sum_svd
 
 ISO_MODES = ("low_rank", "official")
 PAPER_URL = "https://arxiv.org/abs/2502.04959"

@@ -34,20 +34,17 @@ from dataclasses import replace
 import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
-from merging_core.factors import concat_blocks
-from merging_core.methods.shared import (
-    DROP_RATE,
-    SCALING,
-    WEIGHTS,
-    adapter_weights,
-    check_choice,
+from merging_core.elementwise.steps import check_choice
+from merging_core.elementwise.streaming import (
     dropped_tensors,
     mask_seeds,
     scaled_progress,
     ties_merge_parts,
     weighted_sum_parts,
 )
+from merging_core.factors import concat_blocks
 from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import DROP_RATE, SCALING, WEIGHTS, adapter_weights
 from merging_core.results import (
     MergedModule,
     MergeResult,

@@ -35,7 +35,6 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
-from merging_core.methods.shared import drop_below, noise_floor, sum_svd
 from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,
@@ -44,6 +43,7 @@ from merging_core.results import (
     each_module,
     result_from_modules,
 )
+from merging_core.spectral import drop_below, noise_floor, sum_svd
 
 SELECTIONS = ("deterministic", "sampled")
 

@@ -15,8 +15,8 @@ import torch
 
 from merging_core.adapters import AdapterSet
 from merging_core.factors import stack_factors
-from merging_core.methods.shared import adapter_weights
 from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import adapter_weights
 from merging_core.results import (
     MergedModule,
     MergeResult,

@@ -4,7 +4,7 @@ Space: ΔW, element-wise. Each task's ΔW_t = B_t A_t ``(d_out, d_in)`` is forme
 time (no low-rank shortcut exists, methods.md L5) and the result is a dense ``MergedModule``.
 Because only ΔW_t is read, the answer is the same for (B·M, M⁻¹·A) as for (B, A).
 
-Steps (:mod:`merging_core.methods.shared`):
+Steps (:mod:`merging_core.elementwise.steps`):
     1. trim: keep the top ``density`` fraction of each task's magnitudes, either over *all* of
        the task's coordinates (``threshold="global"``, the official notebook) or per module
        (``"per_tensor"``, PEFT and mergekit);
@@ -12,16 +12,16 @@ Steps (:mod:`merging_core.methods.shared`):
     3. disjoint mean over the tasks agreeing with the elected sign; 4. multiply by λ.
 
 Memory and cost. The global trim (the default) runs on the fused engine of
-:mod:`merging_core.methods.shared`: each module is merged in blocks of rows, each task's block of
-ΔW_t formed once (float32, ``B_t[rows] @ A_t``), trimmed in place and folded into running sums,
-so a module costs its output plus a few MiB of buffers. The exact per-task thresholds take one
-extra pass (:func:`shared.fused_thresholds`: a sampled bracket, then the exact order statistic
-among the entries inside it), so every ΔW_t is formed twice. When the dense outputs of the whole
-model exceed :data:`shared.STREAM_BYTES` (LLM adapters) the result's modules are lazy, each merged
-when read — by the export, which truncates and releases it — so peak memory is a few modules,
-not the model. The per-tensor trim (exactly ``int(density · numel)`` per module, ``topk`` order
-on ties) keeps the unfused engine :func:`shared.ties_merge_parts`. Both give the same bytes as
-the step-by-step functions (tests compare them).
+:mod:`merging_core.elementwise.fused`: each module is merged in blocks of rows, each task's block of
+ΔW_t formed once (float32, ``B_t[rows] @ A_t``), trimmed in place and folded into running sums, so a
+module costs its output plus a few MiB of buffers. The exact per-task thresholds take one extra pass
+(:func:`fused.fused_thresholds`: a sampled bracket, then the exact order statistic among the entries
+inside it), so every ΔW_t is formed twice. When the dense outputs of the whole model exceed
+:data:`streaming.STREAM_BYTES` (LLM adapters) the result's modules are lazy, each merged when read —
+by the export, which truncates and releases it — so peak memory is a few modules, not the model. The
+per-tensor trim (exactly ``int(density · numel)`` per module, ``topk`` order on ties) keeps the
+unfused engine :func:`streaming.ties_merge_parts`. Both give the same bytes as the step-by-step
+functions (tests compare them).
 
 Conventions versus other implementations:
     * kept count is ``int(density · N)`` (PEFT); the official notebook keeps one more;
@@ -43,26 +43,19 @@ from collections.abc import Sequence
 import torch
 
 from merging_core.adapters import AdapterSet
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import (
-    SCALING,
-    SIGN_METHOD,
-    THRESHOLD,
+from merging_core.elementwise.fused import elementwise_result, factor_deltas, fused_ties_parts
+from merging_core.elementwise.steps import SignMethod, check_choice
+from merging_core.elementwise.streaming import (
     THRESHOLDS,
-    WEIGHTS,
-    SignMethod,
-    adapter_weights,
-    check_choice,
     dense_result,
-    elementwise_result,
-    factor_deltas,
-    fused_ties_parts,
     linear_delta,
     scaled_progress,
     streamed_ties,
     streams,
     ties_merge_parts,
 )
+from merging_core.methods.registry import Param, register_method
+from merging_core.methods.shared import SCALING, SIGN_METHOD, THRESHOLD, WEIGHTS, adapter_weights
 from merging_core.results import MergeResult, Progress
 
 
@@ -109,7 +102,7 @@ def ties(
 
     Returns:
         Dense merged ΔW per module (computed on demand when the model exceeds
-        ``shared.STREAM_BYTES``); diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
+        ``streaming.STREAM_BYTES``); diagnostics ``trim_thresholds`` and ``nonzero_fraction``.
     """
     names = adapter_set.modules
     w = adapter_weights(weights, len(adapter_set))

@@ -38,7 +38,6 @@ import torch
 
 from merging_core.adapters import AdapterSet, LoraModule
 from merging_core.factors import CORE_DTYPE, LowRankSVD, svd_of_product
-from merging_core.methods.shared import RANK_RTOL, polar_factor
 from merging_core.methods.registry import Param, register_method
 from merging_core.results import (
     MergedModule,
@@ -47,6 +46,7 @@ from merging_core.results import (
     each_module,
     result_from_modules,
 )
+from merging_core.spectral import RANK_RTOL, polar_factor
 
 TSV_MODES = ("low_rank", "official")
 

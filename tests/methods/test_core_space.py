@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from merging_core import AdapterSet, merge
-from merging_core.methods.shared import drop_and_rescale, mask_seeds
+from merging_core.elementwise.steps import drop_and_rescale
+from merging_core.elementwise.streaming import mask_seeds
 from merging_core.methods.core_space import RULES, core_space
 
 EXACT_RULES = ("ta", "tsv", "cart")

@@ -5,7 +5,7 @@ import torch
 from peft.utils import merge_utils
 
 from merging_core import merge
-from merging_core.methods.shared import mask_seeds
+from merging_core.elementwise.streaming import mask_seeds
 from merging_core.methods.dare import dare
 
 

@@ -8,17 +8,19 @@ import pytest
 import torch
 
 from merging_core import Adapter, AdapterSet, LoraModule, merge
-from merging_core.methods import shared
-from merging_core.methods.shared import (
+from merging_core.elementwise import fused, streaming
+from merging_core.elementwise.fused import (
     FactorDeltas,
-    dropped_tensors,
     factor_deltas,
     fused_sum_module,
     fused_thresholds,
     fused_ties_module,
+    row_blocks,
+)
+from merging_core.elementwise.streaming import (
+    dropped_tensors,
     linear_delta,
     mask_seeds,
-    row_blocks,
     ties_merge_parts,
     weighted_sum_parts,
 )
@@ -29,8 +31,8 @@ SHAPES = ((130, 70), (200, 33), (64, 64), (65, 3))  # several row blocks once bl
 @pytest.fixture
 def small_blocks(monkeypatch):
     """64-row blocks and a 256-entry bracket sample, so small tests take the large-model paths."""
-    monkeypatch.setattr(shared, "BLOCK_ELEMENTS", 1)
-    monkeypatch.setattr(shared, "BRACKET_SAMPLES", 256)
+    monkeypatch.setattr(fused, "BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(fused, "BRACKET_SAMPLES", 256)
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -81,9 +83,9 @@ def test_row_blocks_cover_the_rows_at_aligned_starts(small_blocks):
     for rows in (0, 1, 63, 64, 65, 130, 200, 4096):
         spans = row_blocks(rows, 70)
         assert spans[0][0] == 0 and spans[-1][1] == rows
-        assert all(a % shared.ROW_ALIGN == 0 for a, _ in spans)
+        assert all(a % fused.ROW_ALIGN == 0 for a, _ in spans)
         assert all(b == c for (_, b), (c, _) in zip(spans, spans[1:], strict=False))
-        assert all(b - a >= min(rows, shared.ROW_ALIGN) for a, b in spans)
+        assert all(b - a >= min(rows, fused.ROW_ALIGN) for a, b in spans)
 
 
 def test_blocks_are_the_rows_of_the_dense_products_and_masks(small_blocks):
@@ -103,13 +105,13 @@ def test_blocks_are_the_rows_of_the_dense_products_and_masks(small_blocks):
 def test_thresholds_equal_kthvalue(small_blocks, monkeypatch, integer, density):
     source = factor_deltas(_set(3, 2, integer=integer))
     if not integer:  # a continuous sample brackets the threshold: no fallback pass
-        monkeypatch.setattr(shared, "magnitude_threshold", _no_fallback)
+        monkeypatch.setattr(fused, "magnitude_threshold", _no_fallback)
     got = fused_thresholds(source, density=density)
     assert got == [_kth_largest(source, t, density) for t in range(3)]
 
 
 def test_thresholds_fall_back_exactly_when_the_bracket_misses(small_blocks, monkeypatch):
-    monkeypatch.setattr(shared, "BRACKET_Z", -3.0)  # an inverted bracket always misses
+    monkeypatch.setattr(fused, "BRACKET_Z", -3.0)  # an inverted bracket always misses
     source = factor_deltas(_set(2, 3))
     assert fused_thresholds(source, density=0.3) == [_kth_largest(source, t, 0.3) for t in (0, 1)]
 
@@ -167,8 +169,8 @@ def test_ties_modules_are_the_unfused_bytes(small_blocks, tasks, density, sign_m
 def test_exact_ties_and_cancellations_are_the_unfused_bytes(small_blocks, monkeypatch, seed,
                                                             sign_method):  # fmt: skip
     redone = []
-    original = shared._redo_ties
-    monkeypatch.setattr(shared, "_redo_ties", lambda *a: redone.append(a[2]) or original(*a))
+    original = fused._redo_ties
+    monkeypatch.setattr(fused, "_redo_ties", lambda *a: redone.append(a[2]) or original(*a))
     for tasks, drop in itertools.product([2, 4], [0.0, 0.5]):
         aset = _set(tasks, seed, integer=True, rank=2)
         seeds = mask_seeds(torch.Generator().manual_seed(seed), len(aset.modules), tasks)
@@ -220,7 +222,7 @@ def test_streamed_and_stored_results_are_the_same_bytes(small_blocks, monkeypatc
     aset = _set(3, 6)
     opts = {"variant": "ties", "drop_rate": 0.3, "density": 0.4} if method == "dare" else {}
     stored = merge(aset, method, seed=1, **opts)
-    monkeypatch.setattr(shared, "STREAM_BYTES", 0)
+    monkeypatch.setattr(streaming, "STREAM_BYTES", 0)
     streamed = merge(aset, method, seed=1, **opts)
     assert streamed.diagnostics["streamed"] and stored.diagnostics["trim_thresholds"]
     assert streamed.diagnostics["trim_thresholds"] == stored.diagnostics["trim_thresholds"]

@@ -1,8 +1,10 @@
 """House rule: no method file imports another method file (CONVENTIONS.md, rule 12).
 
-Helpers used by several methods live in ``methods/shared.py``; ``registry.py`` and ``shared.py``
-are not method files, and ``__init__.py`` imports every method on purpose. A method that needs
-another method's *result* calls the public ``merging_core.merge.merge()`` (Pico does).
+Options shared by several methods (parameter specs, weights) live in ``methods/shared.py``, the
+algorithms they share outside the package (``merging_core/elementwise/``, ``spectral.py``).
+``registry.py`` and ``shared.py`` are not method files, and ``__init__.py`` imports every method
+on purpose. A method that needs another method's *result* calls the public
+``merging_core.merge.merge()`` (Pico does).
 The check parses every file with ``ast``, so it also sees imports inside functions.
 """
 
@@ -71,7 +73,8 @@ def test_no_method_file_imports_another(path):
     imported -= PENDING.get(path.stem, set())
     assert not imported, (
         f"{path.name} imports method file(s) {sorted(imported)}; move the shared helpers to "
-        "merging_core/methods/shared.py (or call merging_core.merge.merge for a result)"
+        "merging_core/elementwise/, merging_core/spectral.py or merging_core/methods/shared.py "
+        "(or call merging_core.merge.merge for a result)"
     )
 
 

@@ -1,4 +1,5 @@
-"""The shared element-wise steps: trim, global threshold, elect, disjoint mean, drop-and-rescale."""
+"""The element-wise steps (``merging_core.elementwise.steps``): trim, global threshold, elect,
+disjoint mean, drop-and-rescale."""
 
 import math
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from merging_core.methods.shared import (
+from merging_core.elementwise.steps import (
     disjoint_mean,
     drop_and_rescale,
     elect_sign,

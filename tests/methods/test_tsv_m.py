@@ -7,8 +7,8 @@ import torch
 
 from merging_core import Adapter, AdapterSet, merge
 from merging_core.methods import get_method
-from merging_core.methods.shared import polar_factor
 from merging_core.methods.tsv_m import tsv_bases
+from merging_core.spectral import polar_factor
 
 SQUARE = "blocks.0.attn.q_proj"
 
