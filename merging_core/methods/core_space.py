@@ -64,7 +64,7 @@ from merging_core.elementwise.streaming import (
 )
 from merging_core.factors import CORE_DTYPE
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import DROP_RATE, SCALING, THRESHOLD
+from merging_core.methods.shared import DENSITY, DROP_RATE, SCALING, THRESHOLD
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -224,13 +224,8 @@ def merge_cores(
             "TIES/DARE on core entries are different methods from TIES/DARE on ΔW.",
         ),
         replace(SCALING, high=10.0, help="λ applied to the merged core (official grid 0.1–9.9)."),
-        Param(
-            "density",
-            "float",
-            0.2,
-            low=0.01,
-            high=1.0,
-            step=0.01,
+        replace(
+            DENSITY,
             help="TIES / DARE-TIES: kept fraction of each core's entries (official grid 0.1–1).",
         ),
         replace(

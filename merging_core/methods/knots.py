@@ -44,7 +44,7 @@ from merging_core.elementwise.streaming import (
 )
 from merging_core.factors import concat_blocks
 from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import DROP_RATE, SCALING, WEIGHTS, adapter_weights
+from merging_core.methods.shared import DENSITY, DROP_RATE, SCALING, WEIGHTS, adapter_weights
 from merging_core.results import (
     MergedModule,
     MergeResult,
@@ -128,13 +128,8 @@ def merge_blocks(
             choices=VARIANTS,
             help="Merge rule on the aligned blocks: TA (equals plain TA), TIES, or DARE then TIES.",
         ),
-        Param(
-            "density",
-            "float",
-            0.2,
-            low=0.01,
-            high=1.0,
-            step=0.01,
+        replace(
+            DENSITY,
             help="TIES/DARE: kept fraction of each task's block entries (official ViT-B/32: 0.2).",
         ),
         replace(DROP_RATE, default=0.1),

@@ -56,7 +56,15 @@ SIGN_METHOD = Param(
     choices=SIGN_METHODS,
     help="Elect the sign of the summed values (official 'mass') or of the summed signs.",
 )
-
+DENSITY = Param(
+    "density",
+    "float",
+    0.2,
+    low=0.01,
+    high=1.0,
+    step=0.01,
+    help="k: fraction of each task's largest-magnitude entries kept (TIES paper default 0.2).",
+)
 DROP_RATE = Param(
     "drop_rate",
     "float",

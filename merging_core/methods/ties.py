@@ -54,8 +54,15 @@ from merging_core.elementwise.streaming import (
     streams,
     ties_merge_parts,
 )
-from merging_core.methods.registry import Param, register_method
-from merging_core.methods.shared import SCALING, SIGN_METHOD, THRESHOLD, WEIGHTS, adapter_weights
+from merging_core.methods.registry import register_method
+from merging_core.methods.shared import (
+    DENSITY,
+    SCALING,
+    SIGN_METHOD,
+    THRESHOLD,
+    WEIGHTS,
+    adapter_weights,
+)
 from merging_core.results import MergeResult, Progress
 
 
@@ -66,15 +73,7 @@ from merging_core.results import MergeResult, Progress
     reference_url="https://arxiv.org/abs/2306.01708",
     space="delta",
     params=(
-        Param(
-            "density",
-            "float",
-            0.2,
-            low=0.01,
-            high=1.0,
-            step=0.01,
-            help="k: fraction of each task's largest-magnitude entries kept (paper default 0.2).",
-        ),
+        DENSITY,
         THRESHOLD,
         SIGN_METHOD,
         SCALING,
