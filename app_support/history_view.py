@@ -165,7 +165,6 @@ def _when(epoch: float) -> str:
 def sweep_folder_panel() -> None:
     """The Trade-off page's "open a sweep folder" panel: a folder from ``merge-lab sweep`` (run
     here or on a cluster) on the plane of two of its tasks; a point reopens on the Merge page."""
-
     folder = st.text_input("Sweep folder (the --out of merge-lab sweep)", key=SWEEP_FOLDER_KEY)
     if not folder:
         return
